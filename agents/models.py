@@ -1,0 +1,63 @@
+"""The agents' tables, on the hub's ``Base`` so one Alembic history covers everything
+(migration ``0003_agents``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from collab.models import Base, utcnow
+
+__all__ = ["AgentRow", "RunRow"]
+
+
+class AgentRow(Base):
+    """A persona: a named co-editor with a default prompt, model and steering spec."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(200), default="")
+    prompt: Mapped[str] = mapped_column(Text, default="")
+    #: A steering spec in the inference layer's JSON form (list of terms).
+    steering: Mapped[list] = mapped_column(JSON, default=list)
+    color: Mapped[str] = mapped_column(String(16), default="#0f766e")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RunRow(Base):
+    """One agent run: its request, its state, and the lease a worker holds while it works.
+
+    In the database (not only in Celery's result backend) so every hub and worker process can
+    answer ``GET .../runs/{id}``, cancel it, and a redelivered task can tell whether the first
+    attempt is still alive.
+    """
+
+    __tablename__ = "agent_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    doc_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Everything the worker needs, frozen at creation: persona snapshot, model, steering spec,
+    #: anchor/range, options, and (after the first attempt) the prompt it generated from.
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    requested_by: Mapped[str] = mapped_column(String(200), default="")
+    requested_by_name: Mapped[str] = mapped_column(String(200), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    result: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_agent_runs_doc", "doc_id", "created_at"),)

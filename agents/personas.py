@@ -1,0 +1,226 @@
+"""Personas: named agents with a default prompt, model and steering spec, kept in the database.
+
+The steering is stored in the inference layer's spec form (``[{source, strength, ...}]``). The
+browser speaks ``[{kind, id, strength}]`` (``kind`` ``vector`` = a CAA vector, ``feature`` = an
+SAE feature ``SAE_ID#N``); :func:`normalize_steering` accepts both, and personas are served with
+both spellings on every term so the agent panel can show and send them back.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from collab.models import utcnow
+
+from .exceptions import InvalidPersona, InvalidSteeringSpec, UnknownAgent
+from .models import AgentRow
+
+__all__ = ["Persona", "PersonaStore", "SHIPPED", "normalize_steering", "steering_for_ui"]
+
+_SPEC_FIELDS = {"source", "vector", "layer", "layers", "strength", "method", "scope", "apply_to"}
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def normalize_steering(raw: Any) -> list[dict]:
+    """Validate steering terms in either spelling; returns the spec JSON (``SteeringSpec.to_json``)."""
+    from inference.exceptions import InvalidSteering
+    from inference.steering import SteeringSpec
+
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidSteeringSpec("steering must be a list of terms")
+    terms = []
+    for i, term in enumerate(raw):
+        if not isinstance(term, dict):
+            raise InvalidSteeringSpec(f"steering[{i}] must be an object")
+        if "source" in term or "vector" in term:
+            terms.append({k: v for k, v in term.items() if k in _SPEC_FIELDS})
+            continue
+        kind, ident = term.get("kind", "vector"), term.get("id")
+        if not isinstance(ident, str) or not ident:
+            raise InvalidSteeringSpec(f"steering[{i}] needs 'source' or 'kind' and 'id'")
+        if kind in ("vector", "caa"):
+            source = f"caa:{ident}"
+        elif kind in ("feature", "sae"):
+            source = f"sae:{ident}"
+        else:
+            raise InvalidSteeringSpec(f"steering[{i}].kind must be 'vector' or 'feature', not {kind!r}")
+        terms.append({"source": source, "strength": term.get("strength", 1.0),
+                      **{k: v for k, v in term.items() if k in _SPEC_FIELDS - {"source"}}})
+    try:
+        spec = SteeringSpec.from_json(terms)
+    except InvalidSteering as exc:
+        raise InvalidSteeringSpec(exc.message) from None
+    return spec.to_json()
+
+
+def check_known_vectors(spec: list[dict], database_url: str) -> None:
+    """Refuse CAA names that are neither shipped nor in the vector library (a typo would
+    otherwise only fail inside the worker)."""
+    from inference.models import steering_vectors
+    from inference.vectors import shipped_vectors
+
+    names = {t["source"][4:] for t in spec if t["source"].startswith("caa:")}
+    if not names:
+        return
+    known = set(shipped_vectors())
+    missing = names - known
+    if missing:
+        engine = sa.create_engine(database_url)
+        try:
+            with engine.connect() as conn:
+                if sa.inspect(conn).has_table(steering_vectors.name):
+                    rows = conn.execute(sa.select(steering_vectors.c.name).where(
+                        steering_vectors.c.name.in_(missing))).scalars().all()
+                    missing -= set(rows)
+        finally:
+            engine.dispose()
+    if missing:
+        raise InvalidSteeringSpec(f"unknown steering vector(s): {', '.join(sorted(missing))}; "
+                                  f"shipped: {', '.join(sorted(known))}")
+
+
+def steering_for_ui(spec: list[dict]) -> list[dict]:
+    """Each term in both spellings: the spec fields plus ``kind``, ``id`` and ``label``."""
+    out = []
+    for term in spec:
+        source = term.get("source", "inline")
+        kind, _, ident = source.partition(":")
+        ui_kind = {"caa": "vector", "sae": "feature"}.get(kind, kind)
+        out.append({**term, "kind": ui_kind, "id": ident or source, "label": ident or source})
+    return out
+
+
+@dataclass
+class Persona:
+    id: str
+    name: str
+    model: str = ""
+    prompt: str = ""
+    steering: list[dict] = field(default_factory=list)
+    color: str = "#0f766e"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "model": self.model, "prompt": self.prompt,
+                "steering": steering_for_ui(self.steering), "color": self.color}
+
+    @classmethod
+    def from_row(cls, row: Any) -> "Persona":
+        return cls(row.id, row.name, row.model, row.prompt, list(row.steering or []), row.color)
+
+
+#: The agents every hub starts with (added when missing; edits through the API are kept).
+SHIPPED = [
+    Persona("editor", "Editor", prompt="You are a careful editor. Be brief and concrete.",
+            steering=[{"source": "caa:concise", "strength": 0.3, "method": "add", "scope": "all"}],
+            color="#0f766e"),
+    Persona("scribe", "Scribe", prompt="You write in a formal, precise register.",
+            steering=[{"source": "caa:formal", "strength": 0.4, "method": "add", "scope": "all"}],
+            color="#7c3aed"),
+    Persona("muse", "Muse", prompt="You are an upbeat creative writing partner.",
+            steering=[{"source": "caa:joyful", "strength": 0.4, "method": "add", "scope": "all"}],
+            color="#db2777"),
+    Persona("plain", "Plain", prompt="You are a helpful writing assistant.", steering=[], color="#475569"),
+]
+
+
+class PersonaStore:
+    def __init__(self, engine: Engine, database_url: str = "") -> None:
+        self.engine = engine
+        self.database_url = database_url or str(engine.url)
+
+    def ensure_shipped(self) -> None:
+        with self.engine.begin() as conn:
+            have = set(conn.execute(sa.select(AgentRow.id)).scalars())
+            rows = [self._row(p) for p in SHIPPED if p.id not in have]
+            if rows:
+                conn.execute(sa.insert(AgentRow), rows)
+
+    @staticmethod
+    def _row(p: Persona) -> dict[str, Any]:
+        now = utcnow()
+        return {"id": p.id, "name": p.name, "model": p.model, "prompt": p.prompt, "steering": p.steering,
+                "color": p.color, "created_at": now, "updated_at": now}
+
+    def list(self) -> list[Persona]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(AgentRow).order_by(AgentRow.created_at, AgentRow.id)).all()
+        return [Persona.from_row(r) for r in rows]
+
+    def get(self, agent_id: str) -> Persona:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(AgentRow).where(AgentRow.id == agent_id)).first()
+        if row is None:
+            raise UnknownAgent(f"unknown agent {agent_id!r}")
+        return Persona.from_row(row)
+
+    def create(self, body: dict[str, Any]) -> Persona:
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise InvalidPersona("'name' must be a non-empty string of at most 200 characters")
+        agent_id = body.get("id") or re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-")[:64] or "agent"
+        if not isinstance(agent_id, str) or not _ID.match(agent_id):
+            raise InvalidPersona("'id' must be lowercase letters, digits, '-' or '_' (at most 64)")
+        persona = Persona(agent_id, name.strip())
+        self._apply(persona, body)
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(AgentRow.id).where(AgentRow.id == agent_id)).first():
+                raise InvalidPersona(f"an agent with id {agent_id!r} exists; PATCH it instead")
+            conn.execute(sa.insert(AgentRow), self._row(persona))
+        return persona
+
+    def patch(self, agent_id: str, body: dict[str, Any]) -> Persona:
+        persona = self.get(agent_id)
+        if "name" in body:
+            if not isinstance(body["name"], str) or not body["name"].strip() or len(body["name"]) > 200:
+                raise InvalidPersona("'name' must be a non-empty string of at most 200 characters")
+            persona.name = body["name"].strip()
+        self._apply(persona, body)
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(AgentRow).where(AgentRow.id == agent_id).values(
+                name=persona.name, model=persona.model, prompt=persona.prompt, steering=persona.steering,
+                color=persona.color, updated_at=utcnow()))
+        return persona
+
+    def _apply(self, persona: Persona, body: dict[str, Any]) -> None:
+        unknown = set(body) - {"id", "name", "model", "prompt", "steering", "color"}
+        if unknown:
+            raise InvalidPersona(f"unknown field(s): {', '.join(sorted(unknown))}")
+        if "prompt" in body:
+            if not isinstance(body["prompt"], str) or len(body["prompt"]) > 4000:
+                raise InvalidPersona("'prompt' must be a string of at most 4000 characters")
+            persona.prompt = body["prompt"]
+        if "model" in body:
+            persona.model = check_model(body["model"])
+        if "color" in body:
+            if not isinstance(body["color"], str) or not _COLOR.match(body["color"]):
+                raise InvalidPersona("'color' must look like #1a2b3c")
+            persona.color = body["color"]
+        if "steering" in body:
+            spec = normalize_steering(body["steering"])
+            check_known_vectors(spec, self.database_url)
+            persona.steering = spec
+
+
+def check_model(model: Any) -> str:
+    """'' (the default model) or one the inference layer serves."""
+    if model in (None, ""):
+        return ""
+    if not isinstance(model, str):
+        raise InvalidPersona("'model' must be a string")
+    try:
+        from inference import Inference
+
+        names = [m.name for m in Inference().models()]
+    except Exception:  # noqa: BLE001 - no inference stack here: accept, the worker will judge
+        return model
+    if model not in names:
+        raise InvalidPersona(f"unknown model {model!r}; available: {', '.join(names)}")
+    return model

@@ -1,0 +1,135 @@
+"""Per-task prompts and what each task does to the document.
+
+The tasks come from the product seeds: continue at the cursor, rewrite a selection, margin notes
+(inlay hints anchored to a range), telescopic text (expand / contract), inline definitions.
+Continuing is a raw completion of the text before the cursor (a small model continues prose far
+better than it follows "please continue"); the others are chat instructions under the persona's
+system prompt.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from .exceptions import InvalidTask
+
+__all__ = ["Task", "Mode", "Edit", "build_request", "CONTEXT_CHARS"]
+
+CONTEXT_CHARS = 1500
+
+
+class Task(StrEnum):
+    CONTINUE = "continue"
+    REWRITE = "rewrite"
+    MARGIN_NOTE = "margin_note"
+    EXPAND = "expand"
+    CONTRACT = "contract"
+    DEFINE = "define"
+
+    @classmethod
+    def parse(cls, value: Any) -> "Task":
+        if value == "margin_notes":  # the agent panel's spelling
+            value = "margin_note"
+        try:
+            return cls(value)
+        except ValueError:
+            raise InvalidTask(f"task must be one of {', '.join(t.value for t in cls)}, not {value!r}") from None
+
+    @property
+    def needs_range(self) -> bool:
+        return self is not Task.CONTINUE
+
+    @property
+    def edit(self) -> "Edit":
+        if self is Task.CONTINUE:
+            return Edit.INSERT
+        if self is Task.MARGIN_NOTE:
+            return Edit.NOTE
+        if self is Task.DEFINE:
+            return Edit.APPEND  # direct: a parenthesis after the term; suggest: a note
+        return Edit.REPLACE
+
+    @property
+    def default_max_tokens(self) -> int:
+        return {Task.CONTINUE: 48, Task.REWRITE: 96, Task.MARGIN_NOTE: 48, Task.EXPAND: 96,
+                Task.CONTRACT: 64, Task.DEFINE: 40}[self]
+
+
+class Mode(StrEnum):
+    DIRECT = "direct"
+    SUGGEST = "suggest"
+
+    @classmethod
+    def parse(cls, value: Any) -> "Mode":
+        try:
+            return cls(value or "suggest")
+        except ValueError:
+            raise InvalidTask(f"mode must be 'direct' or 'suggest', not {value!r}") from None
+
+
+class Edit(StrEnum):
+    """What the generated text does to the document in direct mode."""
+    INSERT = "insert"  # at the anchor
+    REPLACE = "replace"  # the range
+    APPEND = "append"  # right after the range
+    NOTE = "note"  # nothing: a note in the suggestions map, in either mode
+
+
+_INSTRUCTIONS = {
+    Task.REWRITE: "Rewrite the following text, keeping its meaning. Reply with the rewritten text only.",
+    Task.EXPAND: "Expand the following text: say the same thing with more detail, in a few sentences. "
+                 "Reply with the expanded text only.",
+    Task.CONTRACT: "Say the following text in fewer words. Reply with the shorter text only.",
+    Task.MARGIN_NOTE: "You are reviewing a draft. Write one short margin note (a question or a suggestion) "
+                      "about this passage.",
+}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Frozen in the run's row on first use, so a redelivered attempt generates from the same input
+    even after the first attempt changed the document."""
+    prompt: str | None
+    messages: list[dict] | None
+    max_tokens: int
+    temperature: float
+    seed: int
+
+    def to_json(self) -> dict:
+        return {"prompt": self.prompt, "messages": self.messages, "max_tokens": self.max_tokens,
+                "temperature": self.temperature, "seed": self.seed}
+
+
+def build_prompt(task: Task, persona_prompt: str, before: str, selected: str, options: dict, run_id: str) -> Prompt:
+    max_tokens = int(options.get("max_tokens") or task.default_max_tokens)
+    temperature = float(options.get("temperature", 0.7))
+    seed = zlib.crc32(run_id.encode())
+    system = [{"role": "system", "content": persona_prompt}] if persona_prompt else []
+    if task is Task.CONTINUE:
+        context = before[-CONTEXT_CHARS:]
+        if context.strip():
+            return Prompt(context, None, max_tokens, temperature, seed)
+        return Prompt(None, system + [{"role": "user", "content": "Write the opening sentence of a short essay."}],
+                      max_tokens, temperature, seed)
+    if task is Task.DEFINE:
+        sentence = before[-300:].rsplit(".", 1)[-1] + selected
+        user = f'Define the term "{selected.strip()}" in one short sentence, as it is used here: "{sentence.strip()}"'
+    else:
+        user = f"{_INSTRUCTIONS[task]}\n\n{selected}"
+    return Prompt(None, system + [{"role": "user", "content": user}], max_tokens, temperature, seed)
+
+
+def build_request(prompt: dict, steering: list[dict]):
+    """The inference layer's ``GenerationRequest`` for a frozen prompt."""
+    from inference import GenerationRequest, SamplingParams, SteeringSpec
+
+    params = SamplingParams(max_tokens=max(1, min(int(prompt["max_tokens"]), 512)),
+                            temperature=prompt["temperature"], top_p=0.9, seed=prompt["seed"])
+    # (one paragraph at most: the participant cuts at the first blank line after some text)
+    spec = SteeringSpec.from_json(steering or None)
+    if prompt.get("prompt") is not None:
+        return GenerationRequest(prompt=prompt["prompt"], params=params, steering=spec)
+    return GenerationRequest(messages=prompt["messages"], params=params, steering=spec)

@@ -1,0 +1,171 @@
+"""The Celery task that runs an agent: claim the run, join the document, write, finish.
+
+Celery conventions: a named task, ``acks_late`` with ``reject_on_worker_lost`` (a crashed worker's
+message goes back to the queue instead of being lost), time limits, retries with exponential
+backoff for the one transient failure (the hub is unreachable). Model failures and refusals are
+not retried: they mark the run failed with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from collab.config import Settings
+
+from .exceptions import HubUnreachable, ModelFailed, RunCancelled, RunLeased, RunRefused
+from .runs import ClaimOutcome, RunStatus, RunStore
+
+__all__ = ["run_agent", "register", "TASK_OPTIONS", "RUN_TASK", "Resources", "resources", "hub_ws_url"]
+
+log = logging.getLogger("tinymorph.agents.tasks")
+
+RUN_TASK = "tinymorph.agents.run"
+#: A lease older than this belongs to a dead attempt; heartbeats come every quarter second.
+LEASE_S = 10.0
+TOKEN_TTL_S = 3600
+
+
+def hub_ws_url(settings: Settings) -> str:
+    if settings.hub_url:
+        base = settings.hub_url.rstrip("/")
+    else:
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        base = f"http://{host}:{settings.port}"
+    return base.replace("https://", "wss://").replace("http://", "ws://") + "/ws"
+
+
+@dataclass
+class Resources:
+    """What a worker process keeps between tasks: the database, the token issuer, the model."""
+    settings: Settings
+
+    @cached_property
+    def store(self):
+        from collab.store import Store
+
+        return Store(self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous)
+
+    @cached_property
+    def runs(self) -> RunStore:
+        return RunStore(self.store.engine)
+
+    @cached_property
+    def auth(self):
+        from collab.auth import Authenticator, AuthMode
+
+        return Authenticator(self.store, self.settings.signing_secret(), AuthMode(self.settings.auth_mode),
+                             self.settings.token_ttl_s)
+
+    @cached_property
+    def inference(self):
+        from inference import Inference
+
+        return Inference(self.settings)
+
+    def engine(self, model: str):
+        return self.inference.engine(model or None)
+
+
+_resources: dict[int, Resources] = {}
+_lock = threading.Lock()
+
+
+def resources(app: Any) -> Resources:
+    """One set per process (a prefork child builds its own after the fork)."""
+    settings = getattr(app, "tinymorph_settings", None) or Settings.load()
+    key = os.getpid()
+    with _lock:
+        res = _resources.get(key)
+        if res is None or res.settings is not settings:
+            res = _resources[key] = Resources(settings)
+        return res
+
+
+def mint_token(res: Resources, run: dict[str, Any]) -> tuple[str, str]:
+    """The run's own ``agent`` token, scoped to its document; the hub logs its ``meta`` with every
+    update the agent sends (who asked, which run, model, steering)."""
+    params = run["params"]
+    persona = params["persona"]
+    meta = {"run_id": run["id"], "agent_id": persona["id"], "model": params.get("model") or "default",
+            "steering": params.get("steering") or [], "requested_by": run["requested_by"],
+            "requested_by_name": run.get("requested_by_name", ""), "task": run["task"], "mode": run["mode"]}
+    return res.auth.issue(user_id=persona["id"], name=persona["name"], role="agent", doc_id=run["doc_id"],
+                          ttl_s=TOKEN_TTL_S, meta=meta)
+
+
+#: The Celery options of the run task; ``register`` binds it to an app explicitly (not
+#: ``shared_task``: its "current app" is thread-local, and the embedded worker is another thread).
+TASK_OPTIONS: dict[str, Any] = dict(
+    bind=True, shared=False, name=RUN_TASK, acks_late=True, reject_on_worker_lost=True, autoretry_for=(HubUnreachable,),
+    retry_backoff=1, retry_backoff_max=30, retry_jitter=True, max_retries=5, soft_time_limit=600, time_limit=660)
+
+
+def register(app: Any) -> Any:
+    return app.task(**TASK_OPTIONS)(run_agent)
+
+
+def run_agent(self, run_id: str) -> dict[str, Any]:
+    """Claim the run, join its document as the agent, write, and record how it ended."""
+    res = resources(self.app)
+    owner = f"{self.request.hostname or 'worker'}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    outcome, run = res.runs.claim(run_id, owner, LEASE_S)
+    if outcome is ClaimOutcome.LEASED:
+        # A redelivered message while the first attempt is alive: check again once its lease
+        # would have expired. If that attempt finishes first, the retry finds the run done.
+        raise self.retry(countdown=LEASE_S, max_retries=100, exc=RunLeased(f"run {run_id} is leased"))
+    if outcome is not ClaimOutcome.CLAIMED:
+        log.info("run %s: nothing to do (%s)", run_id, outcome)
+        return {"run_id": run_id, "outcome": str(outcome)}
+    token, token_id = mint_token(res, run)
+    try:
+        from .participant import Participant
+
+        participant = Participant(run, ws_url=hub_ws_url(res.settings), token=token,
+                                  engine=res.engine(run["params"].get("model", "")), runs=res.runs, owner=owner)
+        result = asyncio.run(participant.run())
+    except RunCancelled:
+        res.runs.finish(run_id, RunStatus.CANCELLED, owner=owner, error="cancelled")
+        return {"run_id": run_id, "status": "cancelled"}
+    except RunLeased:
+        log.warning("run %s: lost its lease to another attempt; stopping", run_id)
+        return {"run_id": run_id, "status": "superseded"}
+    except HubUnreachable as exc:
+        if self.request.retries >= self.max_retries:
+            res.runs.finish(run_id, RunStatus.FAILED, owner=owner, error=str(exc))
+            raise
+        _release(res, run_id, owner)
+        raise
+    except (ModelFailed, RunRefused) as exc:
+        res.runs.finish(run_id, RunStatus.FAILED, owner=owner, error=str(exc))
+        return {"run_id": run_id, "status": "failed", "error": str(exc)}
+    except SoftTimeLimitExceeded:
+        res.runs.finish(run_id, RunStatus.FAILED, owner=owner, error="the run exceeded its time limit")
+        return {"run_id": run_id, "status": "failed", "error": "time limit"}
+    except Exception as exc:  # noqa: BLE001 - any other failure still ends the run with a reason
+        log.exception("run %s failed", run_id)
+        res.runs.finish(run_id, RunStatus.FAILED, owner=owner, error=f"{type(exc).__name__}: {exc}")
+        return {"run_id": run_id, "status": "failed", "error": str(exc)}
+    finally:
+        res.store.revoke_token(token_id)
+    res.runs.finish(run_id, RunStatus.DONE, owner=owner, result=result)
+    return {"run_id": run_id, "status": "done", **result}
+
+
+def _release(res: Resources, run_id: str, owner: str) -> None:
+    """Give the lease back before a retry, so the retry is not held off by our own lease."""
+    import sqlalchemy as sa
+
+    from .models import RunRow
+
+    with res.store.engine.begin() as conn:
+        conn.execute(sa.update(RunRow).where(RunRow.id == run_id, RunRow.lease_owner == owner)
+                     .values(lease_owner=None, heartbeat_at=None))

@@ -1,0 +1,440 @@
+"""Hub benchmark: tinymorph's hub vs the Node reference y-websocket server, same load, one run.
+
+    python -m bench.hub [--quick] [--no-b4] [--no-node]
+
+1. Fan-out load (tests/js/loadgen.mjs: N stock y-websocket clients in one node process, each
+   making M edits to the `content` Y.Text of one document), paced and burst, against
+   - tinymorph:  `python -m collab serve` on SQLite, durable update log on (group commit), and
+   - node:       @y/websocket-server@0.1.1 (in-memory, no persistence: the cheapest baseline).
+   Reported: deliveries/s (one delivery = one edit arriving at one other client), p50/p99
+   propagation latency (sender's insert -> receiver's doc update, one process so one clock),
+   and server CPU per delivered update (utime+stime from /proc/PID/stat around the traffic only:
+   connecting and syncing happen before the first reading, closing after the second).
+2. B4: the automerge-paper trace (259,778 single-character edits) replayed
+   - raw:  into a local pycrdt Doc, one transaction per edit (no network, no log), and
+   - hub:  as the 259,778 updates that replay produces, sent one websocket message each over one
+           connection as fast as the socket takes them, until a second (JS) client holds the
+           trace's endContent. The hub only broadcasts after commit, so that is also durable.
+   Target: hub <= 2x raw. The same replay against the Node server is shown for scale.
+
+Prints tables; asserts nothing about speed. All traffic is to 127.0.0.1; servers run in a temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from collab.testing import HubProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+JS_DIR = ROOT / "tests" / "js"  # one node_modules for the interop tests and this bench
+LOADGEN = JS_DIR / "loadgen.mjs"
+NODE_SERVER = JS_DIR / "node_modules" / "@y" / "websocket-server" / "src" / "server.js"
+TRACE = Path(os.environ.get("TINYMORPH_TRACES", "/work/shared/data/editing-traces")) / "automerge-paper.json.gz"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- servers -------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (its threads included) from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+class Server:
+    name: str
+    proc: subprocess.Popen
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def new_doc(self, title: str) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class HubServer(Server):
+    """tinymorph's hub exactly as users start it, with its durable log on SQLite."""
+
+    name = "tinymorph"
+
+    def __init__(self, workdir: Path) -> None:
+        data = workdir / "hub-data"
+        # The embedding graph is a separate subscriber with its own model; it is not part of the
+        # y-websocket path compared here (and the Node server has nothing like it).
+        self.hub = HubProcess(data, db=f"sqlite:///{data / 'bench.db'}",
+                              env={"TINYMORPH_GRAPH_ENABLED": "false"}).start(timeout=60)
+        self.proc, self.port = self.hub.proc, self.hub.port
+
+    def new_doc(self, title: str) -> str:
+        # A document must exist before anyone joins (open auth mode: no token needed).
+        return self.hub.create_doc(title)[0]
+
+    def stop(self) -> None:
+        self.hub.stop()
+
+
+class NodeServer(Server):
+    """The reference: @y/websocket-server 0.1.1's own server.js, in memory (no YPERSISTENCE)."""
+
+    name = "node"
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.log = open(workdir / "node.log", "ab")
+        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        env.pop("YPERSISTENCE", None)
+        self.proc = subprocess.Popen([node_bin(), str(NODE_SERVER)], cwd=JS_DIR, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc)
+
+    def new_doc(self, title: str) -> str:
+        return f"{title}-{uuid.uuid4().hex[:8]}"  # any room name exists on first join
+
+
+def node_bin() -> str:
+    node = shutil.which("node")
+    if node is None or not NODE_SERVER.is_file() or not (JS_DIR / "node_modules" / "yjs").is_dir():
+        raise SystemExit("bench.hub needs node and the npm packages: run `make js-deps` (npm ci in tests/js)")
+    return node
+
+
+# -- fan-out load --------------------------------------------------------------------------------
+
+@dataclass
+class Scenario:
+    label: str
+    mode: str  # paced | burst
+    clients: int
+    edits: int
+    rate: float = 10.0  # edits/s per client, paced only
+
+
+@dataclass
+class LoadResult:
+    scenario: Scenario
+    server: str
+    deliveries: int = 0
+    seconds: float = 0.0
+    per_s: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    cpu_s: float = 0.0
+    converged: bool = False
+    error: str | None = None
+
+    @property
+    def cpu_us_per_delivery(self) -> float:
+        return self.cpu_s / self.deliveries * 1e6 if self.deliveries else float("nan")
+
+
+class LineProc:
+    """A child speaking JSON lines; read with a deadline."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.proc = subprocess.Popen(cmd, cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+
+    def read(self, timeout: float) -> dict:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no answer from the load generator")
+            if sel.select(left):
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise RuntimeError("load generator exited: " + self.proc.stderr.read()[-1500:])
+                msg = json.loads(line)
+                if msg.get("ev") == "error":
+                    raise RuntimeError(msg["error"])
+                return msg
+
+    def say(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.say("quit")
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def run_load(server: Server, sc: Scenario, timeout: float) -> LoadResult:
+    res = LoadResult(sc, server.name)
+    doc = server.new_doc(f"bench-{sc.mode}")
+    gen = LineProc([node_bin(), str(LOADGEN), "--url", server.ws_url, "--doc", doc, "--clients", str(sc.clients),
+                    "--edits", str(sc.edits), "--mode", sc.mode, "--rate", str(sc.rate), "--timeout", str(timeout)])
+    try:
+        gen.read(timeout)  # ready: every client connected and synced
+        cpu0 = server.cpu()
+        gen.say("go")
+        out = gen.read(timeout + 30)
+        res.cpu_s = server.cpu() - cpu0
+        res.deliveries = out["deliveries"]
+        res.seconds = out["seconds"]
+        res.per_s = out["deliveriesPerS"]
+        res.p50_ms, res.p99_ms = out["p50ms"], out["p99ms"]
+        res.converged = out["converged"]
+    except (RuntimeError, TimeoutError, ValueError) as exc:
+        res.error = str(exc)[:300]
+    finally:
+        gen.close()
+    return res
+
+
+# -- B4 trace ------------------------------------------------------------------------------------
+
+def load_trace() -> dict:
+    with gzip.open(TRACE) as f:
+        return json.load(f)
+
+
+def replay_raw(trace: dict, collect: bool = False):
+    """Apply every edit to a pycrdt Doc, one transaction each; optionally collect the updates."""
+    import pycrdt
+
+    doc = pycrdt.Doc()
+    text = doc.get("content", type=pycrdt.Text)
+    frames: list[bytes] = []
+    if collect:
+        doc.observe(lambda ev: frames.append(pycrdt.create_update_message(ev.update)))
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    # The trace is all ASCII, so its code-point positions equal pycrdt's (UTF-8) indices.
+    for txn in trace["txns"]:
+        with doc.transaction():
+            for pos, n_del, ins in txn["patches"]:
+                if n_del:
+                    del text[pos:pos + n_del]
+                if ins:
+                    text.insert(pos, ins)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if str(text) != trace["endContent"]:
+        raise AssertionError("raw replay did not reproduce endContent")
+    return wall, cpu, frames, total_clock(doc.get_state())
+
+
+def total_clock(state_vector: bytes) -> int:
+    """Sum of the clocks in an encoded state vector: how many items a peer must have received."""
+    vals, shift, cur = [], 0, 0
+    for b in state_vector:
+        cur |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            vals.append(cur)
+            cur = shift = 0
+    return sum(vals[2::2])  # [count, client, clock, client, clock, ...]
+
+
+def replay_through(server: Server, trace: dict, frames: list[bytes], clock: int, timeout: float) -> dict:
+    doc = server.new_doc("b4")
+    obs = LineProc([node_bin(), str(LOADGEN), "--url", server.ws_url, "--doc", doc, "--mode", "observe",
+                    "--expect-clock", str(clock), "--print-text", "1", "--timeout", str(timeout)])
+    out: dict = {"server": server.name}
+    try:
+        obs.read(60)  # observer synced
+        cpu0 = server.cpu()
+        t0 = time.perf_counter()
+
+        async def go():
+            from websockets.asyncio.client import connect
+
+            async with connect(f"{server.ws_url}/{doc}", compression=None, max_size=None) as ws:
+                async def discard():
+                    async for _ in ws:
+                        pass
+                reader = asyncio.create_task(discard())
+                for f in frames:
+                    await ws.send(f)
+                out["send_s"] = time.perf_counter() - t0
+                # keep the connection open until the observer has everything
+                result = await asyncio.to_thread(obs.read, timeout)
+                out["wall_s"] = time.perf_counter() - t0
+                reader.cancel()
+                return result
+
+        result = asyncio.run(go())
+        out["cpu_s"] = server.cpu() - cpu0
+        out["ok"] = result.get("text") == trace["endContent"]
+    except (RuntimeError, TimeoutError, ValueError, OSError) as exc:
+        out["error"] = str(exc)[:300]
+    finally:
+        obs.close()
+    return out
+
+
+# -- report --------------------------------------------------------------------------------------
+
+def fmt(x: float, spec: str = ".1f") -> str:
+    return "n/a" if x != x else format(x, spec)  # NaN -> n/a
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b and a == a and b == b else "n/a"
+
+
+def print_load_table(rows: list[tuple[LoadResult, LoadResult | None]]) -> None:
+    print("\nFan-out load: N clients x M edits on one document (tests/js/loadgen.mjs, stock y-websocket clients)")
+    print("  tinymorph: durable log on (SQLite, group commit); node: @y/websocket-server 0.1.1, in memory")
+    head = (f"{'scenario':<26}{'server':<11}{'deliveries':>11}{'deliv/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'CPU s':>8}{'CPU us/deliv':>14}{'converged':>11}")
+    print(head)
+    print("-" * len(head))
+    for hub, node in rows:
+        for r in (hub, node):
+            if r is None:
+                continue
+            if r.error:
+                print(f"{r.scenario.label:<26}{r.server:<11}  FAILED: {r.error}")
+                continue
+            print(f"{r.scenario.label:<26}{r.server:<11}{r.deliveries:>11}{r.per_s:>10.0f}{fmt(r.p50_ms):>9}"
+                  f"{fmt(r.p99_ms):>9}{r.cpu_s:>8.2f}{fmt(r.cpu_us_per_delivery):>14}{str(r.converged):>11}")
+        if node is not None and not hub.error and not node.error:
+            cpu_r = hub.cpu_us_per_delivery / node.cpu_us_per_delivery if node.cpu_us_per_delivery else float("nan")
+            verdict = "meets" if cpu_r <= 1.0 else "misses"
+            print(f"{'':<26}{'ratio t/n':<11}{'':>11}{ratio(hub.per_s, node.per_s):>10}{ratio(hub.p50_ms, node.p50_ms):>9}"
+                  f"{ratio(hub.p99_ms, node.p99_ms):>9}{ratio(hub.cpu_s, node.cpu_s):>8}"
+                  f"{ratio(hub.cpu_us_per_delivery, node.cpu_us_per_delivery):>14}  {verdict} CPU target <= 1.0x")
+        print()
+
+
+def print_b4_table(raw_wall: float, raw_cpu: float, n_edits: int, runs: list[dict]) -> None:
+    print(f"\nB4 (automerge-paper, {n_edits:,} edits, one update message each)")
+    head = f"{'replay':<34}{'wall s':>9}{'edits/s':>11}{'server CPU s':>14}{'vs raw':>9}  result"
+    print(head)
+    print("-" * len(head))
+    print(f"{'raw pycrdt (local, no network)':<34}{raw_wall:>9.2f}{n_edits / raw_wall:>11.0f}{'':>14}{'1.00x':>9}  "
+          f"endContent ok (CPU {raw_cpu:.2f} s)")
+    for r in runs:
+        label = f"through {r['server']}" + (" (durable log)" if r["server"] == "tinymorph" else " (memory)")
+        if "error" in r:
+            print(f"{label:<34}  FAILED: {r['error']}")
+            continue
+        note = "endContent ok" if r["ok"] else "TEXT MISMATCH"
+        if r["server"] == "tinymorph":
+            note += ", " + ("meets" if r["wall_s"] <= 2 * raw_wall else "misses") + " target <= 2x raw"
+        print(f"{label:<34}{r['wall_s']:>9.2f}{n_edits / r['wall_s']:>11.0f}{r['cpu_s']:>14.2f}"
+              f"{r['wall_s'] / raw_wall:>8.2f}x  {note} (all sent after {r['send_s']:.2f} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.hub", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller loads (a smoke run)")
+    ap.add_argument("--no-node", action="store_true", help="skip the Node reference server")
+    ap.add_argument("--no-b4", action="store_true", help="skip the B4 trace replay")
+    ap.add_argument("--no-load", action="store_true", help="skip the fan-out load scenarios")
+    ap.add_argument("--timeout", type=float, default=120, help="per scenario, seconds")
+    args, _unknown = ap.parse_known_args(argv)  # tolerate flags meant for other benches (python -m bench)
+    node_bin()
+
+    q = args.quick
+    scenarios = [
+        # paced: a lively room, 8 people typing 10 edits/s each; the server mostly idles between
+        Scenario("paced 8x100 @10/s", "paced", 8, 20 if q else 100, 10.0),
+        # bursts: everything at once, enough edits that CPU readings (10 ms ticks) mean something
+        Scenario("burst 8x2000", "burst", 8, 100 if q else 2000),
+        Scenario("burst 32x150", "burst", 32, 10 if q else 150),
+    ]
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="tinymorph-bench-") as tmp:
+        work = Path(tmp)
+        servers: list[Server] = []
+        try:
+            hub = HubServer(work)
+            servers.append(hub)
+            node = None if args.no_node else NodeServer(work)
+            if node:
+                servers.append(node)
+            rows = []
+            for sc in ([] if args.no_load else scenarios):
+                # both servers back to back per scenario, so drift in the machine's load hits both alike
+                h = run_load(hub, sc, args.timeout)
+                n = run_load(node, sc, args.timeout) if node else None
+                rows.append((h, n))
+            if rows:
+                print_load_table(rows)
+
+            if not args.no_b4:
+                trace = load_trace()
+                if q:
+                    trace = dict(trace, txns=trace["txns"][:20000])
+                    trace["endContent"] = _prefix_content(trace["txns"])
+                raw_wall, raw_cpu, _, _ = replay_raw(trace)
+                _, _, frames, clock = replay_raw(trace, collect=True)
+                runs = [replay_through(hub, trace, frames, clock, max(args.timeout, 240))]
+                if node:
+                    runs.append(replay_through(node, trace, frames, clock, max(args.timeout, 240)))
+                print_b4_table(raw_wall, raw_cpu, len(trace["txns"]), runs)
+        finally:
+            for s in servers:
+                s.stop()
+        print(f"\n(bench.hub took {time.monotonic() - started:.0f} s; logs were in {tmp})")
+    return 0
+
+
+def _prefix_content(txns: list[dict]) -> str:
+    """endContent of a prefix of a sequential trace (for --quick)."""
+    buf: list[str] = []
+    for txn in txns:
+        for pos, n_del, ins in txn["patches"]:
+            buf[pos:pos + n_del] = list(ins)
+    return "".join(buf)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

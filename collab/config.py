@@ -1,0 +1,157 @@
+"""Settings for every tinymorph process, from flags, ``TINYMORPH_*`` variables or a TOML file.
+
+Precedence (highest first): explicit keyword arguments (the CLI flags), environment variables
+``TINYMORPH_<FIELD>``, ``$XDG_DATA_HOME/tinymorph/config.toml``, then the defaults below. One
+dataclass rather than a settings framework: the fields are few and the rules above are the whole
+of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+
+__all__ = ["Settings", "data_dir"]
+
+
+def data_dir() -> Path:
+    """Where tinymorph keeps its database, secret, models and caches (XDG base directory spec)."""
+    override = os.environ.get("TINYMORPH_DATA_DIR")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tinymorph"
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: SQLAlchemy URL; empty means SQLite at ``<data_dir>/tinymorph.db``.
+    db: str = ""
+    #: ``open``: local single user, everybody edits. ``tokens``: a signed token is required.
+    auth_mode: str = "open"
+    #: HMAC secret for tokens; empty means a random one persisted in ``<data_dir>/secret.key``.
+    secret: str = ""
+    token_ttl_s: int = 30 * 24 * 3600
+    #: Largest websocket message accepted, in bytes; larger ones close the socket with 1009.
+    max_message_bytes: int = 8 * 1024 * 1024
+    #: Group commit: every update that arrives while a commit is in progress goes into the next
+    #: transaction; a window > 0 also waits this long before committing, for bigger batches at
+    #: the cost of latency (0 measured best for both here: see bench/hub.py).
+    commit_window_ms: float = 0.0
+    commit_max_batch: int = 2000
+    #: A snapshot (merged state) is written after this many log entries since the last one.
+    snapshot_every: int = 500
+    #: How long an empty room stays in memory before it is evicted.
+    room_grace_s: float = 30.0
+    #: Retention policy: delete log entries covered by a snapshot and older than this many days.
+    #: 0 keeps the whole history forever (the default; history is what stakeholders review).
+    retention_days: float = 0.0
+    #: Create a document on first websocket join instead of closing with 4404.
+    auto_create_docs: bool = False
+    #: ``memory`` (in-process) or a ``redis://`` URL for a bus shared by several processes.
+    event_bus: str = "memory"
+    #: Keep each document's text-embedding graph (needs the inference extra for embeddings).
+    graph_enabled: bool = True
+    #: Rebuild a document's graph this long after its last edit.
+    graph_debounce_s: float = 2.0
+    #: SQLite ``PRAGMA synchronous``. NORMAL (SQLite's advice for WAL): a committed update
+    #: survives any crash of the process; FULL also survives power loss, for ~3x the CPU per
+    #: commit (an fsync each). Clients keep their updates and re-send them on reconnect either way.
+    sqlite_synchronous: str = "NORMAL"
+    #: Celery broker for the agents. Empty: the embedded in-memory broker, served by a worker
+    #: inside ``tinymorph serve``. Production: ``redis://127.0.0.1:6379/0`` + ``tinymorph worker``.
+    broker_url: str = ""
+    #: Celery result backend; empty: in memory when embedded, else the Redis broker's URL.
+    result_backend: str = ""
+    #: Run a Celery worker thread inside ``tinymorph serve`` (always on with the memory broker).
+    #: The Celery queue agent runs go through (separate deployments on one broker use their own).
+    agent_queue: str = "tinymorph.agents"
+    worker_embedded: bool = True
+    worker_concurrency: int = 2
+    #: How long an unacknowledged task may stay with a worker before the Redis broker hands it to
+    #: another one (a SIGKILLed worker's runs are redelivered after this).
+    broker_visibility_timeout_s: float = 120.0
+    #: Where workers reach the hub (``http://host:port``); empty: this process's host and port.
+    hub_url: str = ""
+    #: The watcher agent: proposes margin notes after a human writer pauses this long.
+    watcher_enabled: bool = False
+    watcher_agent: str = "editor"
+    watcher_debounce_s: float = 8.0
+    data_dir: Path = field(default_factory=data_dir)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> "Settings":
+        """Merge the TOML file, the environment and explicit overrides (None means 'not given')."""
+        values: dict[str, Any] = {}
+        base_dir = Path(overrides.get("data_dir") or os.environ.get("TINYMORPH_DATA_DIR") or data_dir())
+        path = config_file or base_dir / "config.toml"
+        if path.exists():
+            try:
+                values.update(tomllib.loads(path.read_text()))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: {exc}") from exc
+        for f in fields(cls):
+            env = os.environ.get(f"TINYMORPH_{f.name.upper()}")
+            if env is not None:
+                values[f.name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**{f.name: _coerce(f, values[f.name]) for f in fields(cls) if f.name in values})
+
+    def __post_init__(self) -> None:
+        if self.auth_mode not in ("open", "tokens"):
+            raise ConfigError(f"auth_mode must be 'open' or 'tokens', not {self.auth_mode!r}")
+        if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigError(f"sqlite_synchronous: bad value {self.sqlite_synchronous!r}")
+        self.data_dir = Path(self.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        if self.db:
+            return self.db
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.data_dir / 'tinymorph.db'}"
+
+    def signing_secret(self) -> str:
+        """The token secret; generated once and kept (mode 0600) so tokens survive restarts."""
+        if self.secret:
+            return self.secret
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        self.secret = path.read_text().strip()
+        return self.secret
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    try:
+        if kind == "bool" and isinstance(value, str):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(value)
+            return value.lower() in ("1", "true", "yes", "on")
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "Path":
+            return Path(value)
+    except ValueError as exc:
+        raise ConfigError(f"setting {f.name}: cannot read {value!r} as {kind}") from exc
+    return value

@@ -1,0 +1,135 @@
+"""The event bus the rest of the system hangs off: agents, the embedding graph, webhooks.
+
+Topics: ``document.updated`` (after commit), ``participant.joined``, ``participant.left``,
+``token.revoked``. Handlers are async callables; each delivery runs in its own task so a slow or
+failing subscriber never stalls the hub (failures are logged). ``MemoryBus`` is in-process;
+``RedisBus`` publishes through Redis pub/sub so several hub and worker processes share one stream
+(each process still delivers to its local handlers, so subscribers look the same either way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Awaitable, Callable
+
+__all__ = ["Event", "EventBus", "MemoryBus", "RedisBus", "create_bus"]
+
+log = logging.getLogger("tinymorph.events")
+
+Handler = Callable[["Event"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    topic: str
+    doc_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+    ts: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "Event":
+        return cls(**json.loads(raw))
+
+
+class EventBus:
+    """Subscribe by exact topic or ``*`` for all; publish never blocks the caller."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Handler]] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    def subscribe(self, topic: str, handler: Handler) -> Callable[[], None]:
+        self._handlers.setdefault(topic, []).append(handler)
+        return lambda: self._handlers.get(topic, []).remove(handler)
+
+    def publish(self, event: Event) -> None:
+        self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
+        for handler in (*self._handlers.get(event.topic, ()), *self._handlers.get("*", ())):
+            task = asyncio.get_running_loop().create_task(self._run(handler, event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _run(handler: Handler, event: Event) -> None:
+        try:
+            await handler(event)
+        except Exception:
+            log.exception("event handler %r failed on %s", handler, event.topic)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        """Let in-flight deliveries finish (bounded) so shutdown does not cut them off."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+
+
+class MemoryBus(EventBus):
+    """In-process delivery: the embedded default."""
+
+
+class RedisBus(EventBus):
+    """Events travel through one Redis pub/sub channel; every process delivers what it hears."""
+
+    CHANNEL = "tinymorph:events"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._redis = None
+        self._reader: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.from_url(self.url)
+        await self._redis.ping()  # fail at start-up, not on the first publish
+        self._reader = asyncio.create_task(self._listen())
+        await asyncio.wait_for(self._ready.wait(), timeout=5)
+
+    async def _listen(self) -> None:
+        pubsub = self._redis.pubsub()
+        await pubsub.subscribe(self.CHANNEL)
+        self._ready.set()
+        async for msg in pubsub.listen():
+            if msg.get("type") != "message":
+                continue
+            try:
+                event = Event.from_json(msg["data"])
+            except (ValueError, TypeError):
+                log.warning("dropping malformed event from redis: %r", msg["data"][:200])
+                continue
+            self._deliver(event)
+
+    def publish(self, event: Event) -> None:
+        task = asyncio.get_running_loop().create_task(self._redis.publish(self.CHANNEL, event.to_json()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._reader:
+            self._reader.cancel()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+def create_bus(spec: str) -> EventBus:
+    if spec in ("", "memory"):
+        return MemoryBus()
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        return RedisBus(spec)
+    from .exceptions import ConfigError
+
+    raise ConfigError(f"event_bus must be 'memory' or a redis:// URL, not {spec!r}")

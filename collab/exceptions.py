@@ -1,0 +1,107 @@
+"""One exception per failure, each carrying the websocket close code the hub answers it with.
+
+Close codes follow RFC 6455 where one fits (1009 message too big) and the 4xxx private range
+otherwise, mirroring HTTP statuses so they read at a glance in a browser's devtools.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TinymorphError",
+    "ConfigError",
+    "ProtocolError",
+    "MessageTooLarge",
+    "UpdateDecodeError",
+    "UnknownDocument",
+    "InvalidToken",
+    "TokenRevoked",
+    "PermissionDenied",
+    "HubShuttingDown",
+    "InvalidRequest",
+    "Unavailable",
+]
+
+
+class TinymorphError(Exception):
+    """Base class; ``close_code`` is what a websocket is closed with when this ends it."""
+
+    close_code: int = 1011
+    http_status: int = 500
+
+    @property
+    def reason(self) -> str:
+        # WebSocket close reasons are limited to 123 bytes of UTF-8.
+        return str(self).encode()[:123].decode(errors="ignore")
+
+
+class ConfigError(TinymorphError):
+    """A setting could not be read or is out of range."""
+
+    http_status = 500
+
+
+class ProtocolError(TinymorphError):
+    """A frame is truncated, malformed, or of an unknown message type."""
+
+    http_status = 400
+    close_code = 4400
+
+
+class MessageTooLarge(TinymorphError):
+    """A websocket message is over the configured ``max_message_bytes``."""
+
+    http_status = 413
+    close_code = 1009
+
+
+class UpdateDecodeError(ProtocolError):
+    """A sync update frame is well framed but its Yjs update does not decode."""
+
+    close_code = 4422
+
+
+class UnknownDocument(TinymorphError):
+    """No document with that id exists (and auto-creation is off)."""
+
+    http_status = 404
+    close_code = 4404
+
+
+class InvalidToken(TinymorphError):
+    """Missing, malformed, badly signed or expired token."""
+
+    http_status = 401
+    close_code = 4401
+
+
+class TokenRevoked(TinymorphError):
+    """The token was valid but has been revoked."""
+
+    http_status = 401
+    close_code = 4410
+
+
+class PermissionDenied(TinymorphError):
+    """The token is valid but its role or document does not allow this."""
+
+    http_status = 403
+    close_code = 4403
+
+
+class HubShuttingDown(TinymorphError):
+    """The server is draining for shutdown; reconnect later."""
+
+    http_status = 503
+    close_code = 1012
+
+
+class InvalidRequest(TinymorphError):
+    """A REST request body or parameter is missing or malformed."""
+
+    http_status = 400
+
+
+class Unavailable(TinymorphError):
+    """An optional part (embeddings, inference) is not installed or not running."""
+
+    http_status = 503

@@ -1,0 +1,367 @@
+"""Rooms: one live ``pycrdt.Doc`` per open document, its peers and its presence.
+
+The path of an update: ``sockets.py`` decodes a frame → :meth:`Room.receive` validates it and
+appends a log entry to the journal (nothing is applied yet) → once the journal has committed it,
+:meth:`Room.committed` applies it to the room's doc, relays it to every other peer and publishes
+``document.updated``. The doc therefore only ever holds committed state, so whatever a peer can
+see, through a relayed update or a sync reply, is already durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pycrdt
+from pycrdt import Awareness, Doc, Text
+
+from .auth import Identity
+from .events import Event, EventBus
+from .exceptions import UnknownDocument, UpdateDecodeError
+from .journal import Journal
+from .peers import Peer
+from .protocol import (
+    EMPTY_UPDATE,
+    Message,
+    MessageType,
+    SyncType,
+    awareness_message,
+    decode_awareness,
+    has_structs,
+    permission_denied,
+    sync_step1,
+    sync_step2,
+    sync_update,
+    update_first_client,
+)
+from .store import LoadedDocument, LogEntry, Store
+
+__all__ = ["Room", "Rooms", "RoomSettings"]
+
+log = logging.getLogger("tinymorph.rooms")
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSettings:
+    snapshot_every: int = 500
+    grace_s: float = 30.0
+    retention_days: float = 0.0
+    auto_create: bool = False
+
+
+class Room:
+    def __init__(self, doc_id: str, loaded: LoadedDocument, rooms: "Rooms") -> None:
+        self.doc_id = doc_id
+        self.rooms = rooms
+        self.doc = Doc()
+        if loaded.state:
+            self.doc.apply_update(loaded.state)
+        self.text = self.doc.get("content", type=Text)
+        self.awareness = Awareness(self.doc)
+        self.awareness.set_local_state(None)  # the hub itself has no presence
+        self.peers: set[Peer] = set()
+        #: Last sequence number handed out, and last one applied (committed) to ``doc``.
+        self.seq = loaded.seq
+        self.applied_seq = loaded.seq
+        self.snapshot_seq = loaded.snapshot_seq
+        self.refs = 0
+        self._origins: dict[int, Peer] = {}
+        self._delta: list[dict[str, Any]] = []
+        self.text.observe(lambda event: self._delta.extend(event.delta))
+        self._snapshotting = False
+        self._evict_handle: asyncio.TimerHandle | None = None
+
+    # -- peers ----------------------------------------------------------------------------
+
+    def join(self, peer: Peer) -> None:
+        """Start the y-websocket handshake and hand the newcomer every current presence."""
+        self.peers.add(peer)
+        peer.send(sync_step1(self.doc.get_state()))
+        if self.awareness.states:
+            peer.send(awareness_message(self.awareness.encode_awareness_update(list(self.awareness.states))))
+        self._publish("participant.joined", peer.identity, peers=len(self.peers))
+
+    def leave(self, peer: Peer) -> None:
+        self.peers.discard(peer)
+        gone = [cid for cid in peer.client_ids if cid in self.awareness.states]
+        if gone:
+            self.awareness.remove_awareness_states(gone, "close")
+            self._broadcast(awareness_message(self.awareness.encode_awareness_update(gone)))
+        self._publish("participant.left", peer.identity, peers=len(self.peers), client_ids=sorted(peer.client_ids))
+
+    # -- incoming -------------------------------------------------------------------------
+
+    def receive(self, peer: Peer, msg: Message) -> None:
+        """Handle one decoded message from ``peer``. Raises TinymorphError for bad input."""
+        if msg.type is MessageType.SYNC:
+            if msg.sync_type is SyncType.STEP1:
+                try:
+                    reply = self.doc.get_update(msg.payload)
+                except ValueError as exc:
+                    raise UpdateDecodeError(f"sync step 1 carries an undecodable state vector: {exc}") from exc
+                peer.send(sync_step2(reply))
+            else:
+                self._receive_update(peer, msg.payload, resync=msg.sync_type is SyncType.STEP2)
+        elif msg.type is MessageType.AWARENESS:
+            self._receive_awareness(peer, msg.payload)
+        elif msg.type is MessageType.QUERY_AWARENESS:
+            peer.send(awareness_message(self.awareness.encode_awareness_update(list(self.awareness.states))))
+
+    def _receive_update(self, peer: Peer, update: bytes, *, resync: bool) -> None:
+        if update == EMPTY_UPDATE:
+            return
+        try:
+            pycrdt.get_state(update)  # decodes the whole update: this is the validation
+        except ValueError as exc:
+            raise UpdateDecodeError(f"update does not decode: {exc}") from exc
+        ident = peer.identity
+        if not ident.role.can_write:
+            # A reconnecting viewer's sync step 2 may repeat what we have: that is no edit.
+            if resync and not has_structs(pycrdt.get_update(update, self.doc.get_state())):
+                return
+            log.info("refused update from read-only %s on %s", peer.label, self.doc_id)
+            peer.send(permission_denied(f"{ident.role} cannot edit this document"))
+            return
+        self.submit(update, ident, origin=peer)
+
+    def submit(self, update: bytes, ident: Identity, origin: Peer | None = None, meta: dict | None = None) -> int:
+        """Log a validated update as ``ident``'s; it is applied and relayed once committed.
+        The hub's own edits (reverts) come in here directly, with no socket behind them."""
+        client_id = update_first_client(update)
+        if client_id is None and origin is not None:
+            client_id = min(origin.client_ids, default=None)
+        self.seq += 1
+        meta = {**ident.meta, **(meta or {})}
+        if ident.token_id:
+            meta["token_id"] = ident.token_id
+        entry = LogEntry(self.doc_id, self.seq, update, ident.user_id, ident.name, ident.kind, client_id, meta=meta)
+        if origin is not None:
+            self._origins[self.seq] = origin
+        self.rooms.journal.append(entry)
+        return self.seq
+
+    def _receive_awareness(self, peer: Peer, update: bytes) -> None:
+        """Apply a presence update and relay what actually changed.
+
+        Stock y-websocket clients echo other clients' presence back, so a client id belongs to
+        the socket through which it first appeared (as the Node server does), not to every
+        socket that mentions it; and echoes that change nothing are not relayed.
+        """
+        decode_awareness(update)  # validate before pycrdt sees it
+        changed: dict[str, list[int]] = {}
+
+        def on_update(topic: str, payload) -> None:
+            if topic == "update":
+                changed.update(payload[0])
+
+        sub = self.awareness.observe(on_update)
+        try:
+            self.awareness.apply_awareness_update(update, peer)
+        finally:
+            self.awareness.unobserve(sub)
+        peer.client_ids.update(changed.get("added", ()))
+        peer.client_ids.difference_update(changed.get("removed", ()))
+        ids = [*changed.get("added", ()), *changed.get("updated", ()), *changed.get("removed", ())]
+        if ids:
+            self._broadcast(awareness_message(self.awareness.encode_awareness_update(ids)), exclude=peer)
+
+    # -- after commit ---------------------------------------------------------------------
+
+    def committed(self, entries: list[LogEntry]) -> None:
+        """Apply and relay committed entries. A run of consecutive entries from the same
+        socket and author is applied in one transaction and relayed as one merged update:
+        one observer call, one event and one send per peer instead of one per keystroke."""
+        i = 0
+        while i < len(entries):
+            origin = self._origins.pop(entries[i].seq, None)
+            j = i + 1
+            while (
+                j < len(entries)
+                and entries[j].author_id == entries[i].author_id
+                and entries[j].meta == entries[i].meta
+                and self._origins.get(entries[j].seq) is origin
+            ):
+                self._origins.pop(entries[j].seq, None)
+                j += 1
+            self._apply_run(entries[i:j], origin)
+            i = j
+        if self.applied_seq - self.snapshot_seq >= self.rooms.settings.snapshot_every:
+            self.rooms.schedule_snapshot(self)
+
+    def _apply_run(self, run: list[LogEntry], origin: Peer | None) -> None:
+        self._delta.clear()
+        if len(run) == 1:
+            update = run[0].data
+            self.doc.apply_update(update)
+        else:
+            with self.doc.transaction():
+                for entry in run:
+                    self.doc.apply_update(entry.data)
+            update = pycrdt.merge_updates(*(e.data for e in run))
+        last = run[-1]
+        self.applied_seq = last.seq
+        self._broadcast(sync_update(update), exclude=origin, update=update)
+        inserted = "".join(d["insert"] for d in self._delta if isinstance(d.get("insert"), str))
+        deleted = sum(d["delete"] for d in self._delta if "delete" in d)
+        self.rooms.bus.publish(
+            Event(
+                "document.updated",
+                self.doc_id,
+                {
+                    "seq": last.seq,
+                    "first_seq": run[0].seq,
+                    "author_id": last.author_id,
+                    "author_name": last.author_name,
+                    "kind": last.author_kind,
+                    "client_id": last.client_id,
+                    "inserted": inserted[:200],
+                    "inserted_chars": len(inserted),
+                    # pycrdt counts text positions in UTF-8 bytes
+                    "deleted_bytes": deleted,
+                    "meta": last.meta,
+                },
+            )
+        )
+
+    def failed(self, entry: LogEntry, exc: BaseException) -> None:
+        """The database refused this update: it was never applied or relayed. The sender's client
+        still has it and re-sends it through sync on reconnect, so close that socket."""
+        origin = self._origins.pop(entry.seq, None)
+        if origin is not None:
+            origin.close(1011, "storage unavailable; reconnect to resend your changes")
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _broadcast(self, message: bytes, exclude: Peer | None = None, update: bytes | None = None) -> None:
+        for peer in self.peers:
+            if peer is not exclude:
+                peer.send(message, update)
+
+    def _publish(self, topic: str, ident: Identity, **data: Any) -> None:
+        self.rooms.bus.publish(
+            Event(topic, self.doc_id, {"user_id": ident.user_id, "name": ident.name, "role": str(ident.role), **data})
+        )
+
+
+class Rooms:
+    """Open rooms by document id: load once on first join, evict after an idle grace period."""
+
+    def __init__(self, store: Store, journal: Journal, bus: EventBus, settings: RoomSettings) -> None:
+        self.store = store
+        self.journal = journal
+        self.bus = bus
+        self.settings = settings
+        self._rooms: dict[str, Room] = {}
+        self._loading: dict[str, asyncio.Future[Room]] = {}
+        self._background: set[asyncio.Task] = set()
+
+    def __contains__(self, doc_id: str) -> bool:
+        return doc_id in self._rooms
+
+    def get(self, doc_id: str) -> Room | None:
+        return self._rooms.get(doc_id)
+
+    def all(self) -> list[Room]:
+        return list(self._rooms.values())
+
+    async def acquire(self, doc_id: str) -> Room:
+        """The room for ``doc_id``, loading it if needed; concurrent first joins share one load."""
+        room = self._rooms.get(doc_id)
+        if room is None:
+            fut = self._loading.get(doc_id)
+            if fut is None:
+                fut = asyncio.ensure_future(self._load(doc_id))
+                self._loading[doc_id] = fut
+                fut.add_done_callback(lambda _f: self._loading.pop(doc_id, None))
+            room = await asyncio.shield(fut)
+        room.refs += 1
+        if room._evict_handle is not None:
+            room._evict_handle.cancel()
+            room._evict_handle = None
+        return room
+
+    async def _load(self, doc_id: str) -> Room:
+        if await asyncio.to_thread(self.store.get_document, doc_id) is None:
+            if not self.settings.auto_create:
+                raise UnknownDocument(f"unknown document {doc_id!r}")
+            await asyncio.to_thread(self.store.create_document, doc_id, "", doc_id)
+        loaded = await asyncio.to_thread(self.store.load, doc_id)
+        room = Room(doc_id, loaded, self)
+        self._rooms[doc_id] = room
+        log.info("room %s loaded at seq %d (snapshot %d)", doc_id, loaded.seq, loaded.snapshot_seq)
+        return room
+
+    def release(self, room: Room) -> None:
+        room.refs -= 1
+        if room.refs <= 0 and self._rooms.get(room.doc_id) is room:
+            loop = asyncio.get_running_loop()
+            room._evict_handle = loop.call_later(self.settings.grace_s, lambda: self._spawn(self._evict(room)))
+
+    async def _evict(self, room: Room) -> None:
+        room._evict_handle = None
+        await self.journal.drain()
+        if room.refs > 0:
+            return  # somebody joined while we waited
+        if room.applied_seq > room.snapshot_seq:
+            await self._snapshot(room)
+        if room.refs <= 0 and self._rooms.get(room.doc_id) is room:
+            del self._rooms[room.doc_id]
+            log.info("room %s evicted", room.doc_id)
+
+    def schedule_snapshot(self, room: Room) -> None:
+        if not room._snapshotting:
+            self._spawn(self._snapshot(room))
+
+    async def _snapshot(self, room: Room) -> None:
+        if room._snapshotting:
+            return
+        room._snapshotting = True
+        try:
+            seq, state = room.applied_seq, room.doc.get_update()  # consistent: taken in one loop step
+            await asyncio.to_thread(self.store.save_snapshot, room.doc_id, seq, state)
+            room.snapshot_seq = max(room.snapshot_seq, seq)
+            if self.settings.retention_days > 0:
+                cutoff = datetime.now(timezone.utc) - timedelta(days=self.settings.retention_days)
+                n = await asyncio.to_thread(self.store.apply_retention, room.doc_id, cutoff)
+                if n:
+                    log.info("retention: deleted %d log entries of %s", n, room.doc_id)
+        except Exception:
+            log.exception("snapshot of %s failed (the log still has everything)", room.doc_id)
+        finally:
+            room._snapshotting = False
+
+    async def close(self) -> None:
+        """Shutdown: snapshot every room whose log has grown since its last snapshot."""
+        for room in list(self._rooms.values()):
+            if room._evict_handle is not None:
+                room._evict_handle.cancel()
+            if room.applied_seq > room.snapshot_seq:
+                await self._snapshot(room)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=10)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- journal callbacks ----------------------------------------------------------------
+
+    def committed(self, batch: list[LogEntry]) -> None:
+        by_room: dict[str, list[LogEntry]] = {}
+        for entry in batch:
+            by_room.setdefault(entry.doc_id, []).append(entry)
+        for doc_id, entries in by_room.items():
+            room = self._rooms.get(doc_id)
+            if room is not None:
+                room.committed(entries)
+
+    def failed(self, batch: list[LogEntry], exc: BaseException) -> None:
+        for entry in batch:
+            room = self._rooms.get(entry.doc_id)
+            if room is not None:
+                room.failed(entry, exc)
+

@@ -1,0 +1,265 @@
+"""Durable storage: documents, the attributed update log, snapshots and tokens.
+
+Synchronous SQLAlchemy on purpose: the hub calls it from one worker thread (see ``journal.py``),
+which batches many updates per transaction; an async driver would add a hop per statement and
+buy nothing. SQLite runs in WAL mode; PostgreSQL works unchanged through ``postgresql+psycopg``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pycrdt
+from sqlalchemy import create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import Engine
+
+from .models import Document, Snapshot, Token, Update, utcnow
+
+__all__ = ["Store", "LogEntry", "LoadedDocument", "content_text", "migrate"]
+
+
+@dataclass(slots=True)
+class LogEntry:
+    """One row of the update log, as the hub builds it before commit."""
+
+    doc_id: str
+    seq: int
+    data: bytes
+    author_id: str
+    author_name: str
+    author_kind: str
+    client_id: int | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "doc_id": self.doc_id,
+            "seq": self.seq,
+            "data": self.data,
+            "author_id": self.author_id,
+            "author_name": self.author_name,
+            "author_kind": self.author_kind,
+            "client_id": self.client_id,
+            "created_at": self.created_at,
+            "meta": self.meta,
+        }
+
+
+@dataclass(slots=True)
+class LoadedDocument:
+    """What a room starts from: the merged state and the log position it covers."""
+
+    state: bytes | None
+    seq: int
+    snapshot_seq: int
+
+
+class Store:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine: Engine = create_engine(url, **kwargs)
+        #: An engine for commits made on the event loop itself: SQLite without fsync commits a
+        #: small batch in well under a millisecond, cheaper than the hop to a worker thread. It
+        #: waits at most 20 ms for a lock; the journal falls back to the thread when it would.
+        self.inline_engine: Engine | None = None
+        if self.is_sqlite:
+            sync = sqlite_synchronous.upper()
+            self._sqlite_pragmas(self.engine, sync, busy_ms=30000)
+            if sync in ("OFF", "NORMAL"):
+                self.inline_engine = create_engine(url, **kwargs, pool_size=1, max_overflow=0)
+                self._sqlite_pragmas(self.inline_engine, sync, busy_ms=20)
+
+    @staticmethod
+    def _sqlite_pragmas(engine: Engine, sync: str, busy_ms: int) -> None:
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:  # WAL: readers never block the writer
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute(f"PRAGMA synchronous={sync}")
+            dbapi_conn.execute("PRAGMA foreign_keys=ON")
+            dbapi_conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        cfg.attributes["engine"] = self.engine
+        command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self.inline_engine is not None:
+            self.inline_engine.dispose()
+
+    # -- documents ------------------------------------------------------------------------
+
+    def create_document(self, title: str, owner_id: str, doc_id: str | None = None) -> dict[str, Any]:
+        row = {"id": doc_id or uuid.uuid4().hex, "title": title, "owner_id": owner_id, "created_at": utcnow()}
+        with self.engine.begin() as conn:
+            conn.execute(insert(Document), row)
+        return row
+
+    def get_document(self, doc_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(Document.__table__).where(Document.id == doc_id)).mappings().first()
+            return dict(row) if row else None
+
+    def list_documents(self, owner_or_member: str | None = None) -> list[dict[str, Any]]:
+        """All documents, or those a user owns or holds a live token for."""
+        q = select(Document.__table__).order_by(Document.created_at)
+        if owner_or_member is not None:
+            member = select(Token.doc_id).where(Token.user_id == owner_or_member, Token.revoked_at.is_(None))
+            q = q.where((Document.owner_id == owner_or_member) | Document.id.in_(member))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def rename_document(self, doc_id: str, title: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(Document).where(Document.id == doc_id).values(title=title))
+
+    # -- the log --------------------------------------------------------------------------
+
+    def append(self, entries: list[LogEntry], engine: Engine | None = None) -> None:
+        """Commit a batch of log entries in one transaction (the group commit)."""
+        if entries:
+            with (engine or self.engine).begin() as conn:
+                conn.execute(insert(Update), [e.row() for e in entries])
+
+    def last_seq(self, doc_id: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.coalesce(func.max(Update.seq), 0)).where(Update.doc_id == doc_id)).scalar_one()
+
+    def load(self, doc_id: str, at_seq: int | None = None) -> LoadedDocument:
+        """Newest snapshot at or before ``at_seq`` plus the log tail after it, merged."""
+        with self.engine.connect() as conn:
+            snap_q = select(Snapshot.seq, Snapshot.state).where(Snapshot.doc_id == doc_id)
+            tail_q = select(Update.seq, Update.data).where(Update.doc_id == doc_id)
+            if at_seq is not None:
+                snap_q = snap_q.where(Snapshot.seq <= at_seq)
+                tail_q = tail_q.where(Update.seq <= at_seq)
+            snap = conn.execute(snap_q.order_by(Snapshot.seq.desc()).limit(1)).first()
+            snapshot_seq = snap.seq if snap else 0
+            tail = conn.execute(tail_q.where(Update.seq > snapshot_seq).order_by(Update.seq)).all()
+        parts = ([snap.state] if snap else []) + [r.data for r in tail]
+        seq = tail[-1].seq if tail else snapshot_seq
+        if not parts:
+            return LoadedDocument(None, seq, snapshot_seq)
+        state = parts[0] if len(parts) == 1 else pycrdt.merge_updates(*parts)
+        return LoadedDocument(state, seq, snapshot_seq)
+
+    def seq_at_time(self, doc_id: str, at: datetime) -> int:
+        """The last log position written at or before ``at`` (0 before the first edit)."""
+        q = (
+            select(Update.seq)
+            .where(Update.doc_id == doc_id, Update.created_at <= at)
+            .order_by(Update.created_at.desc(), Update.seq.desc())  # one seek on ix_updates_doc_time
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar() or 0
+
+    def updates(self, doc_id: str, after: int = 0, upto: int | None = None) -> Iterator[Update]:
+        """Log entries in order, streamed (the history views read these)."""
+        q = select(Update).where(Update.doc_id == doc_id, Update.seq > after).order_by(Update.seq)
+        if upto is not None:
+            q = q.where(Update.seq <= upto)
+        from sqlalchemy.orm import Session
+
+        with Session(self.engine) as session:
+            yield from session.scalars(q.execution_options(yield_per=2000))
+
+    def save_snapshot(self, doc_id: str, seq: int, state: bytes) -> None:
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                select(Snapshot.seq).where(Snapshot.doc_id == doc_id, Snapshot.seq == seq)
+            ).first()
+            if not exists:
+                conn.execute(insert(Snapshot), {"doc_id": doc_id, "seq": seq, "state": state, "created_at": utcnow()})
+
+    def apply_retention(self, doc_id: str, older_than: datetime) -> int:
+        """Delete log entries both covered by a snapshot and older than the cut-off.
+
+        Only called when a retention policy is configured: by default history is kept forever.
+        Entries after the newest snapshot are never deleted, so the document always loads whole.
+        """
+        with self.engine.begin() as conn:
+            newest = conn.execute(select(func.max(Snapshot.seq)).where(Snapshot.doc_id == doc_id)).scalar()
+            if not newest:
+                return 0
+            res = conn.execute(
+                delete(Update).where(
+                    Update.doc_id == doc_id, Update.seq <= newest, Update.created_at < older_than
+                )
+            )
+            return res.rowcount or 0
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def add_token(self, *, doc_id: str | None, user_id: str, name: str, role: str, expires_at: datetime) -> str:
+        token_id = uuid.uuid4().hex
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(Token),
+                {
+                    "id": token_id,
+                    "doc_id": doc_id,
+                    "user_id": user_id,
+                    "name": name,
+                    "role": role,
+                    "created_at": utcnow(),
+                    "expires_at": expires_at,
+                },
+            )
+        return token_id
+
+    def get_token(self, token_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(Token.__table__).where(Token.id == token_id)).mappings().first()
+            return dict(row) if row else None
+
+    def list_tokens(self, doc_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            q = select(Token.__table__).where(Token.doc_id == doc_id).order_by(Token.created_at)
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def revoke_token(self, token_id: str) -> bool:
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Token).where(Token.id == token_id, Token.revoked_at.is_(None)).values(revoked_at=utcnow())
+            )
+            return bool(res.rowcount)
+
+
+def content_text(state: bytes | None) -> str:
+    """The main text (the ``Y.Text`` named ``content``) of a stored document state."""
+    doc = pycrdt.Doc()
+    if state:
+        doc.apply_update(state)
+    return str(doc.get("content", type=pycrdt.Text))
+
+
+def migrate(url: str) -> None:
+    """Bring the database at ``url`` to the newest schema (for processes without a Store)."""
+    store = Store(url)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything here is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

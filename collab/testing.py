@@ -1,0 +1,135 @@
+"""Run a real hub in a child process: for tests, benchmarks and the JS interop suite.
+
+A real process (not an in-process TestClient) because the things worth testing here — SIGTERM,
+restarts, several clients over real sockets — only exist with one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+__all__ = ["HubProcess", "free_port"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HubProcess:
+    def __init__(self, data_dir: Path, *, db: str | None = None, auth_mode: str = "open",
+                 env: dict[str, str] | None = None, log_level: str = "warning") -> None:
+        self.data_dir = Path(data_dir)
+        self.db = db
+        self.auth_mode = auth_mode
+        self.extra_env = env or {}
+        self.log_level = log_level
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.data_dir / "hub.log"
+        self.owner_tokens: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self, timeout: float = 30) -> "HubProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "TINYMORPH_DATA_DIR": str(self.data_dir), **self.extra_env}
+        cmd = [sys.executable, "-m", "collab", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--auth-mode", self.auth_mode, "--log-level", self.log_level]
+        if self.db:
+            cmd += ["--db", self.db]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                    if json.load(r)["status"] == "running":
+                        return self
+            except (OSError, urllib.error.URLError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"hub did not start in {timeout}s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        self._log.close()
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def request(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("content-type", "application/json")
+        if token:
+            req.add_header("authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            return e.code, json.loads(raw) if raw else None
+
+    def create_doc(self, title: str = "test", token: str | None = None) -> tuple[str, str]:
+        status, body = self.request("POST", "/api/docs", {"title": title}, token)
+        if status != 201:
+            raise RuntimeError(f"create_doc: {status} {body}")
+        self.owner_tokens[body["id"]] = body["owner_token"]
+        return body["id"], body["owner_token"]
+
+    def token(self, doc_id: str, role: str, name: str, owner_token: str | None = None, **extra: Any) -> str:
+        """A share token; the owner token defaults to the one ``create_doc`` got."""
+        owner_token = owner_token or self.owner_tokens[doc_id]
+        status, body = self.request("POST", f"/api/docs/{doc_id}/tokens", {"role": role, "name": name, **extra}, owner_token)
+        if status != 201:
+            raise RuntimeError(f"token: {status} {body}")
+        return body["token"]
+
+    def cli_token(self, user: str, name: str, role: str = "user", doc: str | None = None) -> str:
+        """Issue a token with the ``tinymorph token`` command against this hub's database."""
+        env = {**os.environ, "TINYMORPH_DATA_DIR": str(self.data_dir), **self.extra_env}
+        cmd = [sys.executable, "-m", "collab", "token", "--user", user, "--name", name, "--role", role]
+        cmd += ["--auth-mode", self.auth_mode] + (["--doc", doc] if doc else []) + (["--db", self.db] if self.db else [])
+        return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the server process so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> "HubProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,157 @@
+"""llama.cpp and torch engines on the real bundled model: parity, steering, KV-prefix reuse."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from inference import (ContextOverflow, GenerationRequest, InvalidRequest, LayerOutOfRange,
+                       SamplingParams, SteeringSpec, UnknownVector, UnsupportedSteering)
+from inference_support import CHAT, inference
+
+N = 12  # tokens compared between backends: Q4_1 arithmetic vs de-quantized float32 drifts later
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return inference().engine()
+
+
+@pytest.fixture(scope="module")
+def torch_engine():
+    return inference().engine(f"{inference().base_name}@torch")
+
+
+def gen(engine, steering=None, messages=CHAT, **params):
+    params.setdefault("max_tokens", N)
+    return engine.generate(GenerationRequest(messages=messages, params=SamplingParams(**params),
+                                             steering=SteeringSpec.from_json(steering)))
+
+
+def test_unsteered_greedy_tokens_match_across_backends(llama, torch_engine):
+    a, b = gen(llama), gen(torch_engine)
+    assert a.token_ids == b.token_ids and len(a.token_ids) == N
+    assert a.text == b.text and a.text.strip()
+    prompt = [{"role": "user", "content": "Write one sentence about cats."}]
+    assert gen(llama, messages=prompt).token_ids == gen(torch_engine, messages=prompt).token_ids
+
+
+@pytest.mark.parametrize("steer", [
+    [{"source": "caa:formal", "strength": 0.3}],
+    [{"source": "caa:joyful", "strength": -0.3, "layers": [8, 10]}],
+    [{"source": "caa:joyful", "strength": 0.05, "layers": list(range(1, 30))}],  # many layers
+])
+def test_steering_moves_both_backends_the_same_way(llama, torch_engine, steer):
+    base = gen(llama)
+    a, b = gen(llama, steer), gen(torch_engine, steer)
+    assert a.token_ids != base.token_ids, "steering changed nothing"
+    assert a.token_ids[:8] == b.token_ids[:8]
+
+
+def test_formal_vector_makes_output_formal(llama):
+    formal = gen(llama, [{"source": "caa:formal", "strength": 0.3}], max_tokens=24).text
+    casual = gen(llama, [{"source": "caa:formal", "strength": -0.3}], max_tokens=24).text
+    assert "I am" in formal or "delighted" in formal, formal
+    assert "'" in casual, casual  # contractions: "weekend's", "I'm"
+
+
+def test_generation_scope_leaves_prompt_cache_unsteered(llama, torch_engine):
+    steer = [{"source": "caa:joyful", "strength": 0.3, "scope": "generation"}]
+    gen(llama)  # warm an unsteered context with this prompt
+    a = gen(llama, steer)
+    assert a.usage.cached_tokens > 20  # the unsteered prompt KV was reused
+    assert a.token_ids == gen(torch_engine, steer).token_ids
+    assert a.token_ids != gen(llama).token_ids
+
+
+def test_warm_prefix_is_reused_and_gives_identical_output(llama):
+    doc = "The quick brown fox jumps over the lazy dog. " * 20
+    first = gen(llama, messages=[{"role": "user", "content": doc + "Continue."}])
+    again = gen(llama, messages=[{"role": "user", "content": doc + "Summarise."}])
+    assert again.usage.cached_tokens >= first.usage.prompt_tokens - 10
+    cold = inference().engine()._slots  # the pool never grows past its size
+    assert len(cold) <= llama.pool_size
+    same = gen(llama, messages=[{"role": "user", "content": doc + "Continue."}])
+    assert same.token_ids == first.token_ids  # reuse changes speed, not output
+
+
+def test_steered_and_unsteered_contexts_do_not_leak(llama):
+    base = gen(llama).token_ids
+    gen(llama, [{"source": "caa:concise", "strength": 0.4}])
+    assert gen(llama).token_ids == base
+
+
+def test_seeded_sampling_is_reproducible(llama):
+    runs = [gen(llama, temperature=0.9, top_p=0.95, seed=s).token_ids for s in (7, 7, 8, 9)]
+    assert runs[0] == runs[1]
+    assert len({tuple(r) for r in runs}) >= 2  # other seeds sample something else
+
+
+def test_stream_reports_usage_and_timings(llama):
+    events = list(llama.stream(GenerationRequest(prompt="The capital of France is",
+                                                 params=SamplingParams(max_tokens=8, stop=("\n",)))))
+    assert "".join(e.text for e in events).strip().startswith("Paris")
+    last = events[-1]
+    assert last.finish_reason in ("stop", "length") and last.usage.prompt_tokens == 5
+    assert 0 < last.usage.time_to_first_token_ms <= last.usage.total_ms
+    assert "\n" not in "".join(e.text for e in events)
+
+
+def test_orthogonal_method_on_torch_and_refused_on_llama(llama, torch_engine):
+    steer = [{"source": "caa:formal", "strength": 0.3, "method": "orthogonal"}]
+    assert gen(torch_engine, steer).token_ids != gen(torch_engine).token_ids
+    with pytest.raises(UnsupportedSteering, match="orthogonal"):
+        gen(llama, steer)
+
+
+def test_residuals_expose_every_layer_and_steering_shifts_them(torch_engine):
+    info = torch_engine.info
+    acts = torch_engine.residuals(["Hello there, friend."], [0, 10, info.n_layers - 1])[0]
+    assert acts[10].shape[1] == info.d_model
+    # typical norms are what the normalisation uses; first token excluded
+    assert abs(np.linalg.norm(acts[10][1:], axis=-1).mean() / info.layer_norms[10] - 1) < 0.5
+    steer = torch_engine.resolve(SteeringSpec.from_json([{"source": "caa:formal", "strength": 0.5,
+                                                          "layer": 10}]))
+    shifted = torch_engine.residuals(["Hello there, friend."], [10], steer)[0][10]
+    delta = np.linalg.norm(shifted - acts[10], axis=-1)
+    assert np.allclose(delta, 0.5 * info.layer_norms[10], rtol=1e-3)
+
+
+@pytest.mark.parametrize("steer,exc", [
+    ([{"source": "caa:formal", "strength": 0.3, "layer": 0}], LayerOutOfRange),  # llama.cpp: no layer 0
+    ([{"source": "caa:formal", "strength": 0.3, "layer": 30}], LayerOutOfRange),
+    ([{"source": "caa:no-such-vector", "strength": 0.3}], UnknownVector),
+])
+def test_bad_steering_is_rejected_before_generation(llama, steer, exc):
+    with pytest.raises(exc):
+        gen(llama, steer)
+
+
+def test_prompt_longer_than_context_is_rejected(llama):
+    with pytest.raises(ContextOverflow):
+        gen(llama, messages=[{"role": "user", "content": "word " * 3000}])
+
+
+@pytest.mark.parametrize("obj", [
+    [{"source": "caa:formal", "strength": math.nan}],
+    [{"source": "caa:formal", "strength": 1e9}],
+    [{"source": "nope:x", "strength": 1}],
+    [{"source": "sae:abc", "strength": 1}],
+    [{"source": "inline", "vector": [0, 0], "layer": 3}],
+    [{"source": "inline", "vector": [1, 2]}],
+    [{"source": "caa:formal", "method": "multiply"}],
+    [{"source": "caa:formal", "layers": "ten"}],
+    {"not": "a list"},
+])
+def test_spec_validation(obj):
+    with pytest.raises(InvalidRequest):
+        SteeringSpec.from_json(obj)
+
+
+def test_spec_round_trips_through_json():
+    spec = SteeringSpec.from_json([{"source": "sae:res/6#12", "strength": -1.5, "layers": [6, 4],
+                                    "method": "orthogonal", "scope": "generation"}])
+    assert SteeringSpec.from_json(spec.to_json()) == spec
+    assert spec.terms[0].layers == (4, 6) and spec.terms[0].source.feature == 12

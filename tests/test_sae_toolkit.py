@@ -1,0 +1,170 @@
+"""SAE toolkit on the real model: a tiny TopK SAE trained here with sae-lens in seconds, then
+evaluation, features, self-explanation, decomposition, the steering eval and /api/sae."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from inference_support import inference
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from inference import SAETrainingError, UnknownFeature
+from inference.sae_api import routes
+from inference.sae_catalog import SAECatalog
+from inference.sae_corpus import WRITING_PROMPTS, build_corpus
+from inference.sae_train import TrainConfig, train
+
+CFG = TrainConfig(layer=10, d_sae=256, k=8, tokens=24_576, batch_size=128, checkpoints=2)
+SAE_ID = "test-tiny-L10"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A corpus of 4 self-written answers + reference-style text, and an SAE trained on it."""
+    inf = inference()
+    corpus = build_corpus(inf, n_samples=1, max_tokens=40, prompts=WRITING_PROMPTS[:4], progress=False)
+    corpus.texts += ["The sea was calm and the ships sailed slowly into the harbour at dawn.",
+                     "She was furious, shouting at everyone who came near the broken door.",
+                     "We cooked a delicious soup with carrots, onions and fresh bread."] * 2
+    corpus.sources += ["doc:test"] * 6
+    result = train(inf, CFG, corpus=corpus, progress=False, sae_id=SAE_ID, resume=False)
+    return inf, result, corpus
+
+
+def test_training_saves_saelens_format_and_registers(tiny):
+    inf, result, corpus = tiny
+    cfg = json.loads((result.folder / "cfg.json").read_text())
+    assert cfg["architecture"] == "topk" and cfg["k"] == 8 and cfg["d_sae"] == 256
+    assert cfg["metadata"]["hook_name"] == "blocks.10.hook_resid_post"
+    sae = inf.saes.get(SAE_ID)
+    assert sae.layer == 10 and sae.d_in == 576
+    assert np.allclose(np.linalg.norm(sae.W_dec, axis=1), 1, atol=1e-4)  # folded: steering-ready
+    row = SAECatalog(inf.settings.database_url).get(SAE_ID)
+    assert row["status"] == "ready" and row["tokens_trained"] >= CFG.tokens
+    assert row["provenance"]["corpus"]["texts"] == len(corpus.texts)
+    # checkpoints are not listed as SAEs
+    assert [i for i in inf.saes.ids() if i.startswith(SAE_ID)] == [SAE_ID]
+
+
+def test_training_resumes_from_a_checkpoint_and_skips_when_done(tiny):
+    inf, result, _ = tiny
+    again = train(inf, CFG, progress=False, sae_id=SAE_ID)
+    assert again.skipped
+    # simulate a crash after the last checkpoint: the final weights are gone
+    copy = "test-tiny-resume"
+    shutil.copytree(result.folder, inf.saes.folder(copy))
+    shutil.copytree(inf.data_dir / "sae" / "checkpoints" / SAE_ID, inf.data_dir / "sae" / "checkpoints" / copy)
+    (inf.saes.folder(copy) / "sae_weights.safetensors").unlink()
+    resumed = train(inf, CFG, progress=False, sae_id=copy)
+    assert 0 < resumed.resumed_from < CFG.tokens and resumed.tokens >= CFG.tokens
+    assert (inf.saes.folder(copy) / "sae_weights.safetensors").exists()
+    with pytest.raises(SAETrainingError):  # same id, other configuration
+        train(inf, TrainConfig(layer=10, d_sae=128, k=8, tokens=4096, batch_size=128),
+              progress=False, sae_id=copy)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny):
+    from inference.sae_eval import evaluate
+
+    return evaluate(tiny[0], SAE_ID)
+
+
+def test_eval_metrics_are_sane(tiny, evaluated):
+    r = evaluated
+    assert r.l0 == pytest.approx(8, abs=0.01)  # TopK: exactly k latents (ties aside)
+    assert 0 < r.fvu < 1.5
+    assert r.ce_clean < r.ce_sae < r.ce_zero  # a lossy but useful substitute
+    assert 0 < r.ce_recovered < 1
+    assert 0 <= r.dead < r.d_sae
+    density = np.load(tiny[1].folder / "eval" / "density.npy")
+    assert int((density == 0).sum()) == r.dead
+    png = tiny[1].folder / "eval" / "density.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert SAECatalog(tiny[0].settings.database_url).get(SAE_ID)["metrics"]["l0"] == r.l0
+
+
+def test_text_features_index_search_and_self_explanation(tiny):
+    from inference.sae_explain import FeatureIndex, self_explain, text_features
+
+    inf = tiny[0]
+    tf = text_features(inf, SAE_ID, "The sea was calm and the ships sailed slowly.", top=5)
+    assert tf.tokens[1] == " sea" and 0 < len(tf.top) <= 5
+    top = tf.top[0]
+    assert len(top["acts"]) == len(tf.tokens) and top["acts"][0] == 0
+    assert max(top["acts"]) == pytest.approx(top["max"], abs=1e-3)
+    index = FeatureIndex(inf, SAE_ID)
+    f = index.feature(top["feature"])
+    assert f["max_activation"] >= top["max"] - 1e-3  # that sentence is in the corpus
+    assert f["examples"] and f["label"] != "(no activations)"
+    ex = f["examples"][0]
+    assert ex["acts"][ex["at"]] == pytest.approx(ex["max"], abs=1e-3) and ex["max"] == f["max_activation"]
+    hits = index.search("ships at sea", limit=5)
+    assert len(hits) == 5 and hits[0][1] >= hits[-1][1]
+    with pytest.raises(UnknownFeature):
+        index.feature(256)
+    se = self_explain(inf, SAE_ID, top["feature"], scales=(1.0, 4.0))
+    assert len(se.similarity) == len(se.entropy) == 2 and se.best_scale in (1.0, 4.0)
+    assert all(-1 <= s <= 1 for s in se.similarity) and all(h >= 0 for h in se.entropy)
+    assert se.composite == pytest.approx([0.5 * s + 0.5 * (1 - h / np.log(49152))
+                                          for s, h in zip(se.similarity, se.entropy)])
+
+
+def test_decompose_caa_vector_and_downstream(tiny):
+    from inference.sae_decompose import decompose, downstream
+
+    inf = tiny[0]
+    d = decompose(inf, "formal", SAE_ID, top=5)  # shipped vector, layer 10
+    cos = [abs(f["cosine"]) for f in d["by_cosine"]]
+    assert cos == sorted(cos, reverse=True) and 0 < cos[0] <= 1
+    assert 0 <= d["variance_explained_by_top_cosine"] <= 1
+    down = downstream(inf, "formal", "Tell me about your weekend.", strength=0.5, top=3)
+    mine = next(s for s in down["saes"] if s["sae_id"] == SAE_ID)
+    assert mine["layer"] == 10 and abs(mine["changes"][0]["delta"]) > 0
+
+
+def test_steering_eval_tiny(tiny):
+    from inference import steering_eval as se
+
+    inf = tiny[0]
+    cfg = se.EvalConfig(SAE_ID, {"ocean": se.CONCEPTS["ocean"]}, se.PROMPTS[:1], (0.0, 0.5), max_tokens=8,
+                        candidates=3)
+    rows = se.run(inf, cfg, progress=False)
+    assert len(rows) == 2 + 2 * 2 * 2
+    base = next(r for r in rows if r.condition == "unsteered")
+    prompt = next(r for r in rows if r.condition == "prompt")
+    assert base.nll_delta == 0
+    for r in rows:
+        if r.strength == 0.0:  # strength 0 is exactly the unsteered (or prompted) run
+            assert r.text == (base.text if r.condition == "steer" else prompt.text)
+        assert -1 <= r.concept_score <= 1 and 0 <= r.repetition <= 1
+    table, note = se.summarize(rows)
+    assert {(t["condition"], t["choice"]) for t in table} >= {("unsteered", "-"), ("prompt", "-"),
+                                                             ("steer", "input"), ("steer", "output")}
+    assert "Prompting alone" in note
+    png = se.save(rows, table, note, tiny[1].folder / "eval")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_api(tiny, evaluated):
+    inf = tiny[0]
+    app = Starlette(routes=routes)
+    app.state.inference = inf
+    c = TestClient(app)
+    assert SAE_ID in [s["id"] for s in c.get("/api/sae").json()["saes"]]
+    feats = c.get("/api/sae/features", params={"q": "ships at sea", "sae": SAE_ID, "limit": 3}).json()["features"]
+    assert len(feats) == 3
+    fid = feats[0]["id"]
+    assert fid.startswith(f"{SAE_ID}#") and len(feats[0]["recommended"]) == 2
+    sid, n = fid.split("#")
+    card = c.get(f"/api/sae/{sid}/features/{n}").json()
+    assert card["id"] == fid and card["examples"] and card["scores"]["best_scale"] > 0
+    assert card["recommended"][0] < card["recommended"][1]
+    assert c.get(f"/api/sae/{sid}/features/999").status_code == 404
+    assert c.get("/api/sae/features", params={"sae": "nope"}).status_code == 404
+    assert c.get(f"/api/sae/{sid}/plots/density.png").headers["content-type"] == "image/png"
+    assert c.get(f"/api/sae/{sid}/eval").json()["eval"]["l0"] == pytest.approx(8, abs=0.01)
