@@ -38,7 +38,7 @@ __all__ = ["AgentService", "routes"]
 
 log = logging.getLogger("tinymorph.agents.api")
 
-_OPTIONS = {"steering", "max_tokens", "temperature"}
+_OPTIONS = {"steering", "max_tokens", "min_tokens", "temperature"}
 
 
 class AgentService:
@@ -57,7 +57,8 @@ class AgentService:
         self.watcher = None
 
     async def start(self) -> None:
-        from .requests import RequestMap
+        from .requests import REQUESTS, RequestMap, human_edit_of_open_room_with
+        from .participant import SUGGESTIONS
         from .reviews import ReviewRecorder
         from .worker import EmbeddedWorker
 
@@ -66,8 +67,11 @@ class AgentService:
             self.embedded = EmbeddedWorker(self.celery, self.settings.worker_concurrency)
             await asyncio.to_thread(self.embedded.start)
         self.requests = RequestMap(self)
-        self._unsubscribe.append(self.hub.bus.subscribe("document.updated", self.requests.on_update))
-        self._unsubscribe.append(self.hub.bus.subscribe("document.updated", ReviewRecorder(self).on_update))
+        bus = self.hub.bus
+        self._unsubscribe.append(bus.subscribe("document.updated", self.requests.on_update,
+                                               when=human_edit_of_open_room_with(self.hub, REQUESTS)))
+        self._unsubscribe.append(bus.subscribe("document.updated", ReviewRecorder(self).on_update,
+                                               when=human_edit_of_open_room_with(self.hub, SUGGESTIONS)))
         if self.settings.watcher_enabled:
             from .watcher import Watcher
 
@@ -141,6 +145,9 @@ class AgentService:
             await asyncio.to_thread(check_known_vectors, steering, self.settings.database_url)
         if "max_tokens" in options and not (isinstance(options["max_tokens"], int) and 1 <= options["max_tokens"] <= 512):
             raise InvalidRequest("options.max_tokens must be an integer in 1..512")
+        if "min_tokens" in options and not (isinstance(options["min_tokens"], int)
+                                            and 0 <= options["min_tokens"] <= options.get("max_tokens", 512)):
+            raise InvalidRequest("options.min_tokens must be an integer in 0..max_tokens")
         if "temperature" in options and not (isinstance(options["temperature"], (int, float))
                                              and 0 <= options["temperature"] <= 2):
             raise InvalidRequest("options.temperature must be a number in 0..2")

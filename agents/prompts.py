@@ -57,6 +57,13 @@ class Task(StrEnum):
         return {Task.CONTINUE: 48, Task.REWRITE: 96, Task.MARGIN_NOTE: 48, Task.EXPAND: 96,
                 Task.CONTRACT: 64, Task.DEFINE: 40}[self]
 
+    @property
+    def min_share(self) -> float:
+        """The part of the asked-for length written before the model may stop: a raw completion
+        often ends after three words ("He had no idea."), which is no continuation at all, and an
+        expansion shorter than half its budget is no expansion."""
+        return 0.5 if self in (Task.CONTINUE, Task.EXPAND) else 0.0
+
 
 class Mode(StrEnum):
     DIRECT = "direct"
@@ -97,36 +104,39 @@ class Prompt:
     max_tokens: int
     temperature: float
     seed: int
+    min_tokens: int = 0
 
     def to_json(self) -> dict:
         return {"prompt": self.prompt, "messages": self.messages, "max_tokens": self.max_tokens,
-                "temperature": self.temperature, "seed": self.seed}
+                "min_tokens": self.min_tokens, "temperature": self.temperature, "seed": self.seed}
 
 
 def build_prompt(task: Task, persona_prompt: str, before: str, selected: str, options: dict, run_id: str) -> Prompt:
     max_tokens = int(options.get("max_tokens") or task.default_max_tokens)
+    min_tokens = min(int(options.get("min_tokens", task.min_share * max_tokens)), max_tokens)
     temperature = float(options.get("temperature", 0.7))
     seed = zlib.crc32(run_id.encode())
     system = [{"role": "system", "content": persona_prompt}] if persona_prompt else []
     if task is Task.CONTINUE:
         context = before[-CONTEXT_CHARS:]
         if context.strip():
-            return Prompt(context, None, max_tokens, temperature, seed)
+            return Prompt(context, None, max_tokens, temperature, seed, min_tokens)
         return Prompt(None, system + [{"role": "user", "content": "Write the opening sentence of a short essay."}],
-                      max_tokens, temperature, seed)
+                      max_tokens, temperature, seed, min_tokens)
     if task is Task.DEFINE:
         sentence = before[-300:].rsplit(".", 1)[-1] + selected
         user = f'Define the term "{selected.strip()}" in one short sentence, as it is used here: "{sentence.strip()}"'
     else:
         user = f"{_INSTRUCTIONS[task]}\n\n{selected}"
-    return Prompt(None, system + [{"role": "user", "content": user}], max_tokens, temperature, seed)
+    return Prompt(None, system + [{"role": "user", "content": user}], max_tokens, temperature, seed, min_tokens)
 
 
 def build_request(prompt: dict, steering: list[dict]):
     """The inference layer's ``GenerationRequest`` for a frozen prompt."""
     from inference import GenerationRequest, SamplingParams, SteeringSpec
 
-    params = SamplingParams(max_tokens=max(1, min(int(prompt["max_tokens"]), 512)),
+    max_tokens = max(1, min(int(prompt["max_tokens"]), 512))
+    params = SamplingParams(max_tokens=max_tokens, min_tokens=min(int(prompt.get("min_tokens", 0)), max_tokens),
                             temperature=prompt["temperature"], top_p=0.9, seed=prompt["seed"])
     # (one paragraph at most: the participant cuts at the first blank line after some text)
     spec = SteeringSpec.from_json(steering or None)

@@ -24,7 +24,7 @@ from .runs import RunStatus
 if TYPE_CHECKING:
     from .api import AgentService
 
-__all__ = ["RequestMap", "REQUESTS", "system_edit"]
+__all__ = ["RequestMap", "REQUESTS", "system_edit", "human_edit_of_open_room_with"]
 
 log = logging.getLogger("tinymorph.agents.requests")
 
@@ -50,6 +50,19 @@ async def system_edit(hub: Any, doc_id: str, edit, meta: dict[str, Any]) -> int 
         return room.submit(updates[0], system, meta=meta)
     finally:
         hub.rooms.release(room)
+
+
+def human_edit_of_open_room_with(hub: Any, name: str):
+    """Bus filter: a person's edit to an open document whose ``name`` map has entries; the
+    only events the requests and reviews subscribers ever act on (most keystrokes are not)."""
+
+    def when(event: Event) -> bool:
+        if event.data.get("kind") != "human":
+            return False
+        room = hub.rooms.get(event.doc_id) if hub.rooms else None
+        return room is not None and len(room.doc.get(name, type=Map)) > 0
+
+    return when
 
 
 def plain(value: Any) -> Any:
@@ -82,14 +95,11 @@ class RequestMap:
         self._tasks: set[asyncio.Task] = set()
 
     async def on_update(self, event: Event) -> None:
-        if event.data.get("kind") != "human":
-            return
+        """(Subscribed with ``human_edit_of_open_room_with(hub, REQUESTS)``.)"""
         room = self.hub.rooms.get(event.doc_id) if self.hub.rooms else None
-        if room is None:
+        if room is None:  # evicted since
             return
         requests = room.doc.get(REQUESTS, type=Map)
-        if not len(requests):
-            return
         for key in list(requests.keys()):
             entry = plain(requests.get(key))
             if (not isinstance(entry, dict) or entry.get("run_id") or entry.get("status") not in (None, "pending")

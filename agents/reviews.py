@@ -14,6 +14,7 @@ from pycrdt import Map
 
 from collab.events import Event
 
+from .participant import SUGGESTIONS
 from .requests import plain, set_fields, system_edit
 
 if TYPE_CHECKING:
@@ -27,14 +28,11 @@ class ReviewRecorder:
         self.hub = service.hub
 
     async def on_update(self, event: Event) -> None:
-        if event.data.get("kind") != "human":
-            return
+        """(Subscribed with ``human_edit_of_open_room_with(hub, SUGGESTIONS)``.)"""
         room = self.hub.rooms.get(event.doc_id) if self.hub.rooms else None
-        if room is None:
+        if room is None:  # evicted since
             return
-        suggestions = room.doc.get("suggestions", type=Map)
-        if not len(suggestions):
-            return
+        suggestions = room.doc.get(SUGGESTIONS, type=Map)
         who = {"user_id": event.data.get("author_id"), "name": event.data.get("author_name")}
         stamps = {}
         for key in list(suggestions.keys()):
@@ -45,7 +43,7 @@ class ReviewRecorder:
             return
 
         def edit(doc):
-            m = doc.get("suggestions", type=Map)
+            m = doc.get(SUGGESTIONS, type=Map)
             for key, fields in stamps.items():
                 set_fields(m, key, fields)
 

@@ -53,6 +53,13 @@ class Identity:
     #: Set for the hub's own edits (reverts): logged with author kind ``system``.
     system: bool = False
 
+    #: The ``meta`` of this identity's log entries: built once and shared by all of them, so a
+    #: commit serialises it once per batch (never mutated).
+    log_meta: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "log_meta", {**self.meta, **({"token_id": self.token_id} if self.token_id else {})})
+
     @property
     def kind(self) -> str:
         """Author kind in the log: ``system`` for the hub, ``agent`` for agent tokens, else ``human``."""

@@ -46,6 +46,8 @@ class HubClient:
         self.awareness = Awareness(self.doc)
         self.awareness.set_local_state(presence)
         self.denied: list[str] = []
+        #: Sync update messages received (a hub merges a slow reader's backlog into fewer).
+        self.updates_received = 0
         self.close_code: int | None = None
         self.close_reason: str = ""
         self._ws: ClientConnection | None = None
@@ -171,6 +173,7 @@ class HubClient:
                         await self._ws.send(sync_step2(self.doc.get_update(msg.payload)))
                     else:
                         self._apply(msg.payload)
+                        self.updates_received += msg.sync_type is SyncType.UPDATE
                         if msg.sync_type is SyncType.STEP2:
                             self._synced.set()
                 elif msg.type is MessageType.AWARENESS:

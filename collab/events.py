@@ -21,6 +21,8 @@ __all__ = ["Event", "EventBus", "MemoryBus", "RedisBus", "create_bus"]
 log = logging.getLogger("tinymorph.events")
 
 Handler = Callable[["Event"], Awaitable[None]]
+#: A synchronous test run at publish time: an event it rejects costs the subscriber no task.
+Filter = Callable[["Event"], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,21 +44,34 @@ class EventBus:
     """Subscribe by exact topic or ``*`` for all; publish never blocks the caller."""
 
     def __init__(self) -> None:
-        self._handlers: dict[str, list[Handler]] = {}
+        self._handlers: dict[str, list[tuple[Handler, Filter | None]]] = {}
         self._tasks: set[asyncio.Task] = set()
 
-    def subscribe(self, topic: str, handler: Handler) -> Callable[[], None]:
-        self._handlers.setdefault(topic, []).append(handler)
-        return lambda: self._handlers.get(topic, []).remove(handler)
+    def subscribe(self, topic: str, handler: Handler, when: Filter | None = None) -> Callable[[], None]:
+        """``when`` picks the events worth a delivery; ``document.updated`` comes with every
+        keystroke, and a task per event per subscriber is most of what an event costs."""
+        entry = (handler, when)
+        self._handlers.setdefault(topic, []).append(entry)
+        return lambda: self._handlers.get(topic, []).remove(entry)
 
     def publish(self, event: Event) -> None:
         self._deliver(event)
 
     def _deliver(self, event: Event) -> None:
-        for handler in (*self._handlers.get(event.topic, ()), *self._handlers.get("*", ())):
+        for handler, when in (*self._handlers.get(event.topic, ()), *self._handlers.get("*", ())):
+            if when is not None and not self._wanted(when, event):
+                continue
             task = asyncio.get_running_loop().create_task(self._run(handler, event))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _wanted(when: Filter, event: Event) -> bool:
+        try:
+            return when(event)
+        except Exception:  # a broken filter must not break the publisher (the hub's commit path)
+            log.exception("event filter %r failed on %s", when, event.topic)
+            return False
 
     @staticmethod
     async def _run(handler: Handler, event: Event) -> None:

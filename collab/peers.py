@@ -1,9 +1,13 @@
-"""One connected client's outbound side: a queue drained by its own writer task.
+"""One connected client's outbound side: sends start at once, a backlog drains in its own task.
 
-Broadcasting only appends the (shared, already encoded) message to each peer's queue, so a slow
-or stalled client never delays the others. When a peer falls behind, the updates waiting in its
-queue are merged into one (pycrdt's ``merge_updates``) and sent as a single message. A send to a
-peer that has gone is dropped: the peer is marked closed and its queue discarded.
+A send to a client whose socket can take it completes without ever suspending (uvicorn writes
+to the transport straight away), so the common case costs no task and no loop turn: the send
+coroutine is run eagerly, in place, up to its first suspension. Only when it does suspend (the
+client is slow and its transport is paused) does the peer get a writer task, which finishes that
+send and then drains what queued up meanwhile, so a slow or stalled client never delays the
+others. While a peer is behind, the updates waiting in its queue are merged into one (pycrdt's
+``merge_updates``) and sent as a single message. A send to a peer that has gone is dropped: the
+peer is marked closed and its queue discarded.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine, Generator
 from enum import Enum
 from typing import Any
 
@@ -31,6 +36,40 @@ class PeerState(Enum):
     CLOSED = "closed"
 
 
+class _Resumed:
+    """Awaitable that carries on a coroutine which was started by hand and then suspended.
+
+    Python 3.12 has eager tasks for this; on 3.11 we step the coroutine ourselves. The future it
+    suspended on is handed up to the task that awaits us, exactly as if that task had started it.
+    """
+
+    def __init__(self, coro: Coroutine, suspended_on: Any) -> None:
+        self.coro = coro
+        self.suspended_on = suspended_on
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        waiting = self.suspended_on
+        while True:
+            try:
+                try:
+                    yield waiting
+                except BaseException as exc:  # e.g. cancelled while waiting: the coroutine sees it
+                    waiting = self.coro.throw(exc)
+                else:
+                    waiting = self.coro.send(None)
+            except StopIteration as stop:
+                return stop.value
+
+
+def _start(coro: Coroutine) -> _Resumed | None:
+    """Run ``coro`` up to its first suspension; None if it finished (exceptions propagate)."""
+    try:
+        suspended_on = coro.send(None)
+    except StopIteration:
+        return None
+    return _Resumed(coro, suspended_on)
+
+
 class Peer:
     def __init__(self, websocket: WebSocket, identity: Identity) -> None:
         self.websocket = websocket
@@ -40,9 +79,9 @@ class Peer:
         self.client_ids: set[int] = set()
         # Each item: (yjs_update_or_None, encoded_message). Updates can be merged while queued.
         self._queue: deque[tuple[bytes | None, bytes]] = deque()
-        self._ready = asyncio.Event()
         self._close: tuple[int, str] | None = None
-        self._writer = asyncio.create_task(self._write(), name=f"peer-writer-{id(self):x}")
+        #: The writer task, only while a send is suspended or a backlog drains.
+        self._writer: asyncio.Task | None = None
         self.sent = 0
 
     @property
@@ -50,47 +89,66 @@ class Peer:
         return f"{self.identity.name}({self.identity.role})"
 
     def send(self, message: bytes, update: bytes | None = None) -> None:
-        """Queue a message; ``update`` is the raw Yjs update inside it, if it is a sync update."""
+        """Send a message now if the socket takes it, else queue it behind the backlog.
+        ``update`` is the raw Yjs update inside it, if it is a sync update."""
         if self.state is not PeerState.OPEN:
             return
-        self._queue.append((update, message))
-        self._ready.set()
+        if self._writer is not None:
+            self._queue.append((update, message))
+            return
+        try:
+            pending = _start(self.websocket.send_bytes(message))
+        except Exception as exc:  # the client went away: harmless to everyone else
+            self._gone(exc)
+            return
+        if pending is None:
+            self.sent += 1
+        else:
+            self._writer = asyncio.ensure_future(self._write(pending))
 
     def close(self, code: int, reason: str) -> None:
         """Send what is queued, then close the socket with ``code``."""
         if self.state is PeerState.OPEN:
             self.state = PeerState.CLOSING
             self._close = (code, reason)
-            self._ready.set()
+            if self._writer is None:
+                self._writer = asyncio.ensure_future(self._write(None))
 
     async def wait_closed(self) -> None:
-        await asyncio.shield(self._writer)
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
 
     def discard(self) -> None:
         """The socket is gone: stop writing."""
         self.state = PeerState.CLOSED
         self._queue.clear()
-        self._writer.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
 
-    async def _write(self) -> None:
+    async def _write(self, pending: _Resumed | None) -> None:
+        """Finish a suspended send, drain the backlog, close if asked; then go idle again."""
         try:
-            while True:
-                await self._ready.wait()
-                self._ready.clear()
-                while self._queue:
-                    await self.websocket.send_bytes(self._next_message())
-                    self.sent += 1
-                if self._close is not None:
-                    code, reason = self._close
-                    await self.websocket.close(code, reason)
-                    self.state = PeerState.CLOSED
-                    return
+            if pending is not None:
+                await pending
+                self.sent += 1
+            while self._queue:
+                await self.websocket.send_bytes(self._next_message())
+                self.sent += 1
+            if self._close is not None:
+                code, reason = self._close
+                await self.websocket.close(code, reason)
+                self.state = PeerState.CLOSED
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the client went away mid-send: harmless to everyone else
-            log.debug("send to %s failed: %r", self.label, exc)
-            self.state = PeerState.CLOSED
-            self._queue.clear()
+        except Exception as exc:
+            self._gone(exc)
+        finally:
+            self._writer = None
+
+    def _gone(self, exc: BaseException) -> None:
+        log.debug("send to %s failed: %r", self.label, exc)
+        self.state = PeerState.CLOSED
+        self._queue.clear()
 
     def _next_message(self) -> bytes:
         update, message = self._queue.popleft()

@@ -53,6 +53,11 @@ class RoomSettings:
 
 
 class Room:
+    #: A run this long is relayed as the doc's diff from before it, not as the merge of its
+    #: updates: on the B4 trace that is 13x cheaper and 2.6x smaller (it carries the whole delete
+    #: set, so short runs, whose merge is cheap, stay merged).
+    DIFF_FROM = 8
+
     def __init__(self, doc_id: str, loaded: LoadedDocument, rooms: "Rooms") -> None:
         self.doc_id = doc_id
         self.rooms = rooms
@@ -134,9 +139,7 @@ class Room:
         if client_id is None and origin is not None:
             client_id = min(origin.client_ids, default=None)
         self.seq += 1
-        meta = {**ident.meta, **(meta or {})}
-        if ident.token_id:
-            meta["token_id"] = ident.token_id
+        meta = {**ident.log_meta, **meta} if meta else ident.log_meta
         entry = LogEntry(self.doc_id, self.seq, update, ident.user_id, ident.name, ident.kind, client_id, meta=meta)
         if origin is not None:
             self._origins[self.seq] = origin
@@ -197,10 +200,14 @@ class Room:
             update = run[0].data
             self.doc.apply_update(update)
         else:
+            before = self.doc.get_state() if len(run) >= self.DIFF_FROM else None
             with self.doc.transaction():
                 for entry in run:
                     self.doc.apply_update(entry.data)
-            update = pycrdt.merge_updates(*(e.data for e in run))
+            if before is None:
+                update = pycrdt.merge_updates(*(e.data for e in run))
+            else:
+                update = self.doc.get_update(before)
         last = run[-1]
         self.applied_seq = last.seq
         self._broadcast(sync_update(update), exclude=origin, update=update)

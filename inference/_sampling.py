@@ -6,14 +6,19 @@ spec must behave the same on every backend, so the backends hand us raw logits a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from .engines import SamplingParams
 
 
 def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator,
-           generated: list[int]) -> int:
-    x = np.asarray(logits, dtype=np.float64).reshape(-1)
+           generated: list[int], eos: Iterable[int] = ()) -> int:
+    """``eos`` are the end-of-generation ids, masked while fewer than ``min_tokens`` are out."""
+    x = np.array(logits, dtype=np.float64).reshape(-1)  # a copy: the backend's buffer stays as it was
+    if len(generated) < params.min_tokens:
+        x[list(eos)] = -np.inf
     if generated and (params.presence_penalty or params.frequency_penalty):
         counts = np.bincount(np.asarray(generated), minlength=x.shape[0])[: x.shape[0]]
         x = x - params.frequency_penalty * counts - params.presence_penalty * (counts > 0)

@@ -45,6 +45,9 @@ class FinishReason(StrEnum):
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 64
+    #: End-of-sequence is masked until this many tokens are out (vLLM's ``min_tokens``): a raw
+    #: completion of prose often ends after a few words, which is no use to a co-writer.
+    min_tokens: int = 0
     #: 0 means greedy (argmax), identical on every backend.
     temperature: float = 0.0
     top_p: float = 1.0
@@ -58,6 +61,8 @@ class SamplingParams:
         checks = [
             (isinstance(self.max_tokens, int) and 1 <= self.max_tokens <= 32768, "max_tokens",
              "must be an integer in 1..32768"),
+            (isinstance(self.min_tokens, int) and 0 <= self.min_tokens <= self.max_tokens, "min_tokens",
+             "must be an integer in 0..max_tokens"),
             (_finite(self.temperature) and 0 <= self.temperature <= 5, "temperature", "must be in 0..5"),
             (_finite(self.top_p) and 0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
             (isinstance(self.top_k, int) and self.top_k >= 0, "top_k", "must be >= 0"),
@@ -225,7 +230,8 @@ class Engine(ABC):
         params = request.params
         room = self.n_ctx - len(ids)
         if params.max_tokens > room:
-            params = SamplingParams(**{**params.__dict__, "max_tokens": room})
+            params = SamplingParams(**{**params.__dict__, "max_tokens": room,
+                                       "min_tokens": min(params.min_tokens, room)})
         return ids, params, steering
 
     def stream(self, request: GenerationRequest, prepared: tuple | None = None) -> Iterator[StreamEvent]:

@@ -210,7 +210,7 @@ class LlamaCppEngine(Engine):
             while True:
                 logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
                                                shape=(self.n_vocab,))
-                tok = sample(logits, params, rng, generated)
+                tok = sample(logits, params, rng, generated, self.eos_ids())
                 generated.append(tok)
                 yield tok
                 llm.eval([tok])

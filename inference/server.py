@@ -54,6 +54,7 @@ def _params(body: dict) -> SamplingParams:
     try:
         return SamplingParams(
             max_tokens=16 if max_tokens is None else max_tokens,
+            min_tokens=body.get("min_tokens") or 0,  # vLLM's extension of the OpenAI API
             temperature=body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0,
             top_p=body.get("top_p") if body.get("top_p") is not None else 1.0,
             top_k=body.get("top_k") or 0,

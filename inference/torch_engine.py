@@ -223,7 +223,7 @@ class TorchEngine(Engine):
             generating[0] = True  # from here on only generated tokens pass through the hooks
             rng, generated = rng_for(params), []
             while True:
-                tok = sample(out.logits[0, -1].float().numpy(), params, rng, generated)
+                tok = sample(out.logits[0, -1].float().numpy(), params, rng, generated, self.eos_ids())
                 generated.append(tok)
                 yield tok
                 out = self.model(input_ids=torch.tensor([[tok]]), past_key_values=out.past_key_values,

@@ -155,6 +155,32 @@ async def test_send_to_departed_client_is_harmless(hub):
     await c.close()
 
 
+async def test_stalled_reader_delays_nobody_and_gets_a_merged_backlog(hub):
+    """A client that stops reading fills the kernel's buffers until the hub's sends to it
+    suspend; the others keep getting every update at once, and the stalled one, when it reads
+    again, gets what piled up merged into a few messages."""
+    doc_id, _ = hub.create_doc("stalled")
+    writer = await _connected(hub, doc_id)
+    fast = await _connected(hub, doc_id)
+    stalled = await _connected(hub, doc_id)
+    stalled._ws.transport.pause_reading()
+    n, line = 300, "x" * 30_000 + "\n"  # 9 MB: more than loopback's socket buffers hold
+    for i in range(n):
+        writer.text.insert(len(writer.text), line)
+        if i % 20 == 19:
+            await fast.wait_for(lambda: len(fast.text) == len(writer.text), timeout=20)
+    await fast.wait_for(lambda: len(fast.text) == n * len(line), timeout=20)
+    stalled_at = len(stalled.text)
+    assert stalled_at < len(fast.text) // 2, stalled_at  # it really was stalled
+    stalled._ws.transport.resume_reading()
+    await stalled.wait_for(lambda: str(stalled.text) == str(writer.text), timeout=30)
+    assert stalled.updates_received < fast.updates_received  # the backlog came merged
+    writer.text.insert(0, "after ")
+    await stalled.wait_for(lambda: str(stalled.text).startswith("after "))
+    for c in (writer, fast, stalled):
+        await c.close()
+
+
 async def _expect_close(hub, doc_id, frame, code, **kw):
     bystander = await _connected(hub, doc_id)
     bad = await _connected(hub, doc_id, **kw)

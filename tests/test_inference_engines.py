@@ -89,6 +89,19 @@ def test_seeded_sampling_is_reproducible(llama):
     assert len({tuple(r) for r in runs}) >= 2  # other seeds sample something else
 
 
+def test_min_tokens_holds_back_the_end_of_generation(llama, torch_engine):
+    short = [{"role": "user", "content": "Answer with one word: is the sky blue?"}]
+    for engine in (llama, torch_engine):
+        free = gen(engine, messages=short, max_tokens=64)
+        assert free.finish_reason == "stop" and free.usage.completion_tokens < 20, free  # it would stop early
+        held = gen(engine, messages=short, max_tokens=64, min_tokens=20)
+        assert held.usage.completion_tokens >= 20 and held.text.strip(), (engine.name, held)
+        sampled = gen(engine, messages=short, max_tokens=64, min_tokens=20, temperature=0.8, seed=3)
+        assert sampled.usage.completion_tokens >= 20, (engine.name, sampled)
+    with pytest.raises(InvalidRequest, match="min_tokens"):
+        SamplingParams(max_tokens=8, min_tokens=9)
+
+
 def test_stream_reports_usage_and_timings(llama):
     events = list(llama.stream(GenerationRequest(prompt="The capital of France is",
                                                  params=SamplingParams(max_tokens=8, stop=("\n",)))))
