@@ -1,13 +1,14 @@
-"""One connected client's outbound side: sends start at once, a backlog drains in its own task.
+"""One connected client's outbound side: a queue flushed once per loop turn, without a task.
 
-A send to a client whose socket can take it completes without ever suspending (uvicorn writes
-to the transport straight away), so the common case costs no task and no loop turn: the send
-coroutine is run eagerly, in place, up to its first suspension. Only when it does suspend (the
-client is slow and its transport is paused) does the peer get a writer task, which finishes that
-send and then drains what queued up meanwhile, so a slow or stalled client never delays the
-others. While a peer is behind, the updates waiting in its queue are merged into one (pycrdt's
-``merge_updates``) and sent as a single message. A send to a peer that has gone is dropped: the
-peer is marked closed and its queue discarded.
+Broadcasting appends the (shared, already encoded) message to each peer's queue and asks the
+loop for one flush per peer; everything that queued up in the meantime (a burst) goes out in
+that flush, updates merged into one message (pycrdt's ``merge_updates``). The send coroutine is
+run eagerly, in place: a send to a socket that can take it completes without ever suspending
+(uvicorn writes to the transport straight away), so the common case costs no task at all. Only
+when a send does suspend (the client is slow and its transport is paused) does the peer get a
+writer task, which finishes that send and drains what queued up meanwhile, so a slow or stalled
+client never delays the others. A send to a peer that has gone is dropped: the peer is marked
+closed and its queue discarded.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Peer:
         self._close: tuple[int, str] | None = None
         #: The writer task, only while a send is suspended or a backlog drains.
         self._writer: asyncio.Task | None = None
+        self._flush_scheduled = False
         self.sent = 0
 
     @property
@@ -89,22 +91,27 @@ class Peer:
         return f"{self.identity.name}({self.identity.role})"
 
     def send(self, message: bytes, update: bytes | None = None) -> None:
-        """Send a message now if the socket takes it, else queue it behind the backlog.
-        ``update`` is the raw Yjs update inside it, if it is a sync update."""
+        """Queue a message for this loop turn's flush; ``update`` is the raw Yjs update inside
+        it, if it is a sync update (those may be merged)."""
         if self.state is not PeerState.OPEN:
             return
-        if self._writer is not None:
-            self._queue.append((update, message))
-            return
-        try:
-            pending = _start(self.websocket.send_bytes(message))
-        except Exception as exc:  # the client went away: harmless to everyone else
-            self._gone(exc)
-            return
-        if pending is None:
-            self.sent += 1
-        else:
-            self._writer = asyncio.ensure_future(self._write(pending))
+        self._queue.append((update, message))
+        if self._writer is None and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        while self._queue and self._writer is None and self.state is PeerState.OPEN:
+            try:
+                pending = _start(self.websocket.send_bytes(self._next_message()))
+            except Exception as exc:  # the client went away: harmless to everyone else
+                self._gone(exc)
+                return
+            if pending is None:
+                self.sent += 1
+            else:  # the socket is full: a task finishes this send and drains the rest
+                self._writer = asyncio.ensure_future(self._write(pending))
 
     def close(self, code: int, reason: str) -> None:
         """Send what is queued, then close the socket with ``code``."""
