@@ -99,9 +99,9 @@ class Journal:
                 self._idle.set()
 
     async def _commit(self, batch: list[LogEntry]) -> None:
-        if len(batch) <= self.INLINE_MAX and self.store.inline_engine is not None:
+        if len(batch) <= self.INLINE_MAX and self.store.can_append_inline:
             try:
-                self.store.append(batch, self.store.inline_engine)
+                self.store.append(batch, inline=True)
             except Exception as exc:  # locked or failing: the threaded path below retries
                 log.debug("inline commit of %d updates fell back to a thread: %s", len(batch), exc)
             else:

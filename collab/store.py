@@ -1,8 +1,8 @@
 """Durable storage: documents, the attributed update log, snapshots and tokens.
 
-Synchronous SQLAlchemy on purpose: the hub calls it from one worker thread (see ``journal.py``),
-which batches many updates per transaction; an async driver would add a hop per statement and
-buy nothing. SQLite runs in WAL mode; PostgreSQL works unchanged through ``postgresql+psycopg``.
+Synchronous SQLAlchemy on purpose: the hub calls it from one worker thread, or for small SQLite
+batches on the event loop itself (see ``journal.py``), batching many updates per transaction; an
+async driver would add a hop per statement and buy nothing. SQLite runs in WAL mode; PostgreSQL works unchanged through ``postgresql+psycopg``.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class LoadedDocument:
 
 
 class _InsertMany:
-    """One INSERT of many rows through the pool's DBAPI connection, with the statement and the
-    column types' bind processors SQLAlchemy compiled once.
+    """One INSERT of many rows on a DBAPI connection, with the statement and the column types'
+    bind processors SQLAlchemy compiled once.
 
     Why not ``conn.execute(insert(...), rows)``: Core builds a connection, transaction and
     execution context on every call, ~150 us of Python for one row, more than the whole rest
@@ -76,8 +76,10 @@ class _InsertMany:
         #: Parameter order for positional paramstyles (SQLite's ``?``); None for named ones.
         self.order: tuple[str, ...] | None = tuple(compiled.positiontup) if compiled.positiontup else None
         self.procs = [(c.key, p) for c in table.c if (p := c.type.dialect_impl(dialect).bind_processor(dialect))]
+        self.dbapi_error = dialect.loaded_dbapi.Error
 
-    def __call__(self, engine: Engine, rows: list[dict[str, Any]]) -> None:
+    def __call__(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        """Insert and commit ``rows`` on the DBAPI connection ``conn`` (rolled back on failure)."""
         for key, proc in self.procs:
             done: dict[int, Any] = {}  # by id: one socket's entries share one meta dict
             for row in rows:
@@ -86,21 +88,18 @@ class _InsertMany:
                     out = done[id(value)] = proc(value)
                 row[key] = out
         params = [tuple(r[k] for k in self.order) for r in rows] if self.order else rows
-        conn = engine.raw_connection()
         try:
             cur = conn.cursor()
             cur.executemany(self.sql, params)
             cur.close()
             conn.commit()
-        except engine.dialect.loaded_dbapi.Error as exc:
+        except self.dbapi_error as exc:
             conn.rollback()
             # the same exception classes Core raises (IntegrityError, OperationalError, ...)
-            raise DBAPIError.instance(self.sql, None, exc, engine.dialect.loaded_dbapi.Error) from exc
+            raise DBAPIError.instance(self.sql, None, exc, self.dbapi_error) from exc
         except BaseException:
             conn.rollback()
             raise
-        finally:
-            conn.close()  # back to the pool
 
 
 class Store:
@@ -115,6 +114,7 @@ class Store:
         #: small batch in well under a millisecond, cheaper than the hop to a worker thread. It
         #: waits at most 20 ms for a lock; the journal falls back to the thread when it would.
         self.inline_engine: Engine | None = None
+        self._inline_conn: Any = None
         if self.is_sqlite:
             sync = sqlite_synchronous.upper()
             self._sqlite_pragmas(self.engine, sync, busy_ms=30000)
@@ -122,6 +122,10 @@ class Store:
                 self.inline_engine = create_engine(url, **kwargs, pool_size=1, max_overflow=0)
                 self._sqlite_pragmas(self.inline_engine, sync, busy_ms=20)
         self._insert_updates = _InsertMany(self.engine, Update.__table__)
+
+    @property
+    def can_append_inline(self) -> bool:
+        return self.inline_engine is not None
 
     @staticmethod
     def _sqlite_pragmas(engine: Engine, sync: str, busy_ms: int) -> None:
@@ -146,6 +150,9 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._inline_conn is not None:
+            self._inline_conn.close()
+            self._inline_conn = None
         if self.inline_engine is not None:
             self.inline_engine.dispose()
 
@@ -177,10 +184,22 @@ class Store:
 
     # -- the log --------------------------------------------------------------------------
 
-    def append(self, entries: list[LogEntry], engine: Engine | None = None) -> None:
-        """Commit a batch of log entries in one transaction (the group commit)."""
-        if entries:
-            self._insert_updates(engine or self.engine, [e.row() for e in entries])
+    def append(self, entries: list[LogEntry], *, inline: bool = False) -> None:
+        """Commit a batch of log entries in one transaction (the group commit). ``inline``: on
+        the event loop's own SQLite connection (only when ``can_append_inline``)."""
+        if not entries:
+            return
+        rows = [e.row() for e in entries]
+        if inline:
+            if self._inline_conn is None:
+                self._inline_conn = self.inline_engine.raw_connection()  # held: no pool round trip
+            self._insert_updates(self._inline_conn, rows)
+            return
+        conn = self.engine.raw_connection()
+        try:
+            self._insert_updates(conn, rows)
+        finally:
+            conn.close()  # back to the pool
 
     def last_seq(self, doc_id: str) -> int:
         with self.engine.connect() as conn:

@@ -73,6 +73,24 @@ def test_duplicate_sequence_is_refused_atomically(store):
     assert store.last_seq(doc) == 1  # the whole batch rolled back
 
 
+def test_inline_appends_commit_and_survive_a_refused_batch(tmp_path):
+    """The hub's event-loop commits (SQLite, synchronous NORMAL) hold one connection: a refused
+    batch rolls back and leaves it usable, and what it committed is visible to everyone."""
+    store = Store(f"sqlite:///{tmp_path / 'inline.db'}")
+    store.migrate()
+    assert store.can_append_inline
+    doc = store.create_document("t", "a")["id"]
+    updates, _ = _edits(3)
+    store.append([LogEntry(doc, 1, updates[0], "a", "A", "human")], inline=True)
+    with pytest.raises(IntegrityError):
+        store.append([LogEntry(doc, 2, updates[1], "a", "A", "human"), LogEntry(doc, 1, updates[2], "a", "A", "human")],
+                     inline=True)
+    store.append([LogEntry(doc, 2, updates[1], "a", "A", "human", meta={"k": "v"})], inline=True)
+    assert [(u.seq, u.meta) for u in store.updates(doc)] == [(1, {}), (2, {"k": "v"})]
+    store.close()
+    assert not Store(f"sqlite:///{tmp_path / 'full.db'}", sqlite_synchronous="FULL").can_append_inline
+
+
 def test_retention_only_deletes_history_covered_by_a_snapshot(store):
     doc = store.create_document("t", "a")["id"]
     updates, final = _edits(10)
