@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
 import os
 import shutil
@@ -37,13 +36,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from collab.testing import HubProcess
+from collab.testing import HubProcess, apply_patches, load_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 JS_DIR = ROOT / "tests" / "js"  # one node_modules for the interop tests and this bench
 LOADGEN = JS_DIR / "loadgen.mjs"
 NODE_SERVER = JS_DIR / "node_modules" / "@y" / "websocket-server" / "src" / "server.js"
-TRACE = Path(os.environ.get("TINYMORPH_TRACES", "/work/shared/data/editing-traces")) / "automerge-paper.json.gz"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -239,11 +237,6 @@ def run_load(server: Server, sc: Scenario, timeout: float) -> LoadResult:
 
 # -- B4 trace ------------------------------------------------------------------------------------
 
-def load_trace() -> dict:
-    with gzip.open(TRACE) as f:
-        return json.load(f)
-
-
 def replay_raw(trace: dict, collect: bool = False):
     """Apply every edit to a pycrdt Doc, one transaction each; optionally collect the updates."""
     import pycrdt
@@ -258,11 +251,7 @@ def replay_raw(trace: dict, collect: bool = False):
     # The trace is all ASCII, so its code-point positions equal pycrdt's (UTF-8) indices.
     for txn in trace["txns"]:
         with doc.transaction():
-            for pos, n_del, ins in txn["patches"]:
-                if n_del:
-                    del text[pos:pos + n_del]
-                if ins:
-                    text.insert(pos, ins)
+            apply_patches(text, txn["patches"])
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if str(text) != trace["endContent"]:
         raise AssertionError("raw replay did not reproduce endContent")
@@ -410,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 print_load_table(rows)
 
             if not args.no_b4:
-                trace = load_trace()
+                trace = load_trace("automerge-paper.json.gz")
                 if q:
                     trace = dict(trace, txns=trace["txns"][:20000])
                     trace["endContent"] = _prefix_content(trace["txns"])

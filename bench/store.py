@@ -8,36 +8,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
-import json
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import pycrdt
 
 from collab.journal import Journal
 from collab.store import LogEntry, Store
-
-TRACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "editing-traces" / "automerge-paper.json.gz"
+from collab.testing import apply_patches, load_trace
 
 
 def trace_updates(n: int) -> list[bytes]:
     """The first n edits of the B4 trace as the Yjs updates a client would send."""
-    with gzip.open(TRACE) as f:
-        txns = json.load(f)["txns"][:n]
+    txns = load_trace("automerge-paper.json.gz")["txns"][:n]
     doc = pycrdt.Doc()
     text = doc.get("content", type=pycrdt.Text)
     out: list[bytes] = []
     doc.observe(lambda e: out.append(e.update))
     for txn in txns:
         with doc.transaction():
-            for pos, n_del, ins in txn["patches"]:
-                if n_del:
-                    del text[pos : pos + n_del]
-                if ins:
-                    text.insert(pos, ins)
+            apply_patches(text, txn["patches"])
     return out
 
 

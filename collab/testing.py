@@ -1,4 +1,4 @@
-"""Run a real hub in a child process: for tests, benchmarks and the JS interop suite.
+"""Run a real hub in a child process, and replay editing traces: for tests and benchmarks.
 
 A real process (not an in-process TestClient) because the things worth testing here — SIGTERM,
 restarts, several clients over real sockets — only exist with one.
@@ -6,6 +6,7 @@ restarts, several clients over real sockets — only exist with one.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -18,7 +19,32 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HubProcess", "free_port"]
+__all__ = ["HubProcess", "free_port", "load_trace", "apply_patches", "TRACES_DIR"]
+
+#: Real typing histories (the B4 trace and friends), ``../shared/data/editing-traces`` beside
+#: the repository unless ``TINYMORPH_TRACES`` says otherwise.
+TRACES_DIR = Path(os.environ.get("TINYMORPH_TRACES")
+                  or Path(__file__).resolve().parents[2] / "shared" / "data" / "editing-traces")
+
+
+def load_trace(name: str) -> dict:
+    """A trace: ``{"txns": [{"patches": [[pos, n_deleted, inserted], ...], ...}], "endContent"}``."""
+    path = TRACES_DIR / name
+    if not path.exists():
+        raise FileNotFoundError(f"editing trace missing: {path} (../shared must sit beside the "
+                                "repository, or set TINYMORPH_TRACES)")
+    with gzip.open(path) as f:
+        return json.load(f)
+
+
+def apply_patches(text: Any, patches: list, attrs: dict[str, Any] | None = None) -> None:
+    """One trace transaction's patches on a pycrdt ``Text`` (call it inside a transaction). The
+    traces are ASCII, so their code-point positions equal pycrdt's UTF-8 ones."""
+    for pos, n_del, ins in patches:
+        if n_del:
+            del text[pos : pos + n_del]
+        if ins:
+            text.insert(pos, ins, attrs)
 
 
 def free_port() -> int:

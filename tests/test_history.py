@@ -6,11 +6,11 @@ import asyncio
 
 import pycrdt
 import pytest
-from test_traces import load_trace
 
 from collab.client import HubClient
 from collab.protocol import decode_state_vector
 from collab.store import Store
+from collab.testing import apply_patches, load_trace
 
 NAMES = {0: "Alice", 1: "Bob"}
 FORK_CLIENT = {0: 1001, 1: 2002}  # one Yjs client per typist, as in the original session
@@ -37,11 +37,7 @@ def fork_replay(trace: dict):
         before = doc.get_state()
         text = doc.get("content", type=pycrdt.Text)
         with doc.transaction():
-            for pos, n_del, ins in txn["patches"]:
-                if n_del:
-                    del text[pos : pos + n_del]
-                if ins:
-                    text.insert(pos, ins, {"typist": NAMES[agent]})
+            apply_patches(text, txn["patches"], {"typist": NAMES[agent]})
         states[i] = doc.get_update()
         clock = dict(decode_state_vector(doc.get_state())).get(FORK_CLIENT[agent], 0)
         yield agent, doc.get_update(before), clock

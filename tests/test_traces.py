@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
-import json
 import time
-from pathlib import Path
-
-import pytest
 
 from collab.client import HubClient
-
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "editing-traces"
-
-
-def load_trace(name: str) -> dict:
-    path = TRACES / name
-    if not path.exists():
-        pytest.fail(f"editing trace missing: {path} (shared/ must sit beside the repo)")
-    with gzip.open(path) as f:
-        return json.load(f)
+from collab.testing import apply_patches, load_trace
 
 
 async def test_automerge_paper_trace_through_the_hub(hub):
@@ -31,11 +17,7 @@ async def test_automerge_paper_trace_through_the_hub(hub):
         text = writer.text
         for i, txn in enumerate(trace["txns"]):
             with writer.doc.transaction():
-                for pos, n_del, ins in txn["patches"]:
-                    if n_del:
-                        del text[pos : pos + n_del]
-                    if ins:
-                        text.insert(pos, ins)
+                apply_patches(text, txn["patches"])
             if i % 2000 == 0:
                 await writer.flush()  # let the socket breathe; keeps memory flat
         await writer.flush()
