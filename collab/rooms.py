@@ -18,9 +18,10 @@ from typing import Any
 import pycrdt
 from pycrdt import Awareness, Doc, Text
 
+from ._yupdate import UpdateSummary, summarize
 from .auth import Identity
 from .events import Event, EventBus
-from .exceptions import UnknownDocument, UpdateDecodeError
+from .exceptions import ProtocolError, UnknownDocument, UpdateDecodeError
 from .journal import Journal
 from .peers import Peer
 from .protocol import (
@@ -53,11 +54,6 @@ class RoomSettings:
 
 
 class Room:
-    #: A run this long is relayed as the doc's diff from before it, not as the merge of its
-    #: updates: on the B4 trace that is 13x cheaper and 2.6x smaller (it carries the whole delete
-    #: set, so short runs, whose merge is cheap, stay merged).
-    DIFF_FROM = 8
-
     def __init__(self, doc_id: str, loaded: LoadedDocument, rooms: "Rooms") -> None:
         self.doc_id = doc_id
         self.rooms = rooms
@@ -74,8 +70,9 @@ class Room:
         self.snapshot_seq = loaded.snapshot_seq
         self.refs = 0
         self._origins: dict[int, Peer] = {}
-        self._delta: list[dict[str, Any]] = []
-        self.text.observe(lambda event: self._delta.extend(event.delta))
+        #: What each transaction on ``doc`` changed, as pycrdt encodes it (only what was new).
+        self._changes: list[bytes] = []
+        self.doc.observe(lambda event: self._changes.append(event.update))
         self._snapshotting = False
         self._evict_handle: asyncio.TimerHandle | None = None
 
@@ -175,7 +172,7 @@ class Room:
 
     def committed(self, entries: list[LogEntry]) -> None:
         """Apply and relay committed entries. A run of consecutive entries from the same
-        socket and author is applied in one transaction and relayed as one merged update:
+        socket and author is applied in one transaction and relayed as one update:
         one observer call, one event and one send per peer instead of one per keystroke."""
         i = 0
         while i < len(entries):
@@ -195,24 +192,27 @@ class Room:
             self.rooms.schedule_snapshot(self)
 
     def _apply_run(self, run: list[LogEntry], origin: Peer | None) -> None:
-        self._delta.clear()
-        if len(run) == 1:
-            update = run[0].data
-            self.doc.apply_update(update)
-        else:
-            before = self.doc.get_state() if len(run) >= self.DIFF_FROM else None
-            with self.doc.transaction():
-                for entry in run:
-                    self.doc.apply_update(entry.data)
-            if before is None:
-                update = pycrdt.merge_updates(*(e.data for e in run))
-            else:
-                update = self.doc.get_update(before)
+        """Apply a run in one transaction, relay what it changed, publish ``document.updated``.
+
+        The relayed update and the event's summary both come from the transaction's own update
+        (the doc observer's): for a long run that is >10x cheaper and smaller than merging its
+        updates (B4 trace), and unlike a text observer it never walks the text (a text delta
+        costs ~100 us a keystroke on a 100k-character document).
+        """
+        self._changes.clear()
+        with self.doc.transaction():
+            for entry in run:
+                self.doc.apply_update(entry.data)
         last = run[-1]
         self.applied_seq = last.seq
-        self._broadcast(sync_update(update), exclude=origin, update=update)
-        inserted = "".join(d["insert"] for d in self._delta if isinstance(d.get("insert"), str))
-        deleted = sum(d["delete"] for d in self._delta if "delete" in d)
+        summary = UpdateSummary("", 0)
+        if self._changes:  # else nothing was new (a repeated update)
+            update = self._changes[0]
+            self._broadcast(sync_update(update), exclude=origin, update=update)
+            try:
+                summary = summarize(update)
+            except ProtocolError as exc:  # a content kind we cannot read: only the summary is lost
+                log.warning("cannot summarise update %d of %s: %s", last.seq, self.doc_id, exc)
         self.rooms.bus.publish(
             Event(
                 "document.updated",
@@ -224,10 +224,9 @@ class Room:
                     "author_name": last.author_name,
                     "kind": last.author_kind,
                     "client_id": last.client_id,
-                    "inserted": inserted[:200],
-                    "inserted_chars": len(inserted),
-                    # pycrdt counts text positions in UTF-8 bytes
-                    "deleted_bytes": deleted,
+                    "inserted": summary.inserted[:200],
+                    "inserted_chars": len(summary.inserted),
+                    "deleted": summary.deleted,  # items: characters (UTF-16 units), entries
                     "meta": last.meta,
                 },
             )

@@ -62,7 +62,7 @@ async def test_document_updated_is_published_after_commit(tmp_path):
         while len(joined) < 2:
             await asyncio.sleep(0.01)
         assert [e.data["inserted"] for e in events] == ["hello world", ""]
-        assert [e.data["deleted_bytes"] for e in events] == [0, 6]
+        assert [e.data["deleted"] for e in events] == [0, 6]
         assert [e.data["seq"] for e in events] == [1, 2]
         assert events[0].data["author_id"] == "guest" and events[0].data["kind"] == "human"
         assert all(durable)

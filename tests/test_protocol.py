@@ -71,3 +71,71 @@ def test_malformed_frames_raise(frame):
 def test_malformed_awareness_raises(payload):
     with pytest.raises(ProtocolError):
         decode_awareness(payload)
+
+
+def _updates_of(doc: pycrdt.Doc) -> list[bytes]:
+    out: list[bytes] = []
+    doc.observe(lambda event: out.append(event.update))
+    return out
+
+
+def test_update_summary_follows_random_typing_in_any_script():
+    """What each update inserts and deletes, read from its bytes, against a mirror of the text."""
+    import random
+
+    from collab._yupdate import summarize
+
+    rng = random.Random(7)
+    doc = pycrdt.Doc()
+    text = doc.get("content", type=pycrdt.Text)
+    updates = _updates_of(doc)
+    mirror = ""
+    alphabet = "abc xyz\né日本🙂"
+    for _ in range(400):
+        if mirror and rng.random() < 0.35:
+            start = rng.randrange(len(mirror))
+            end = min(len(mirror), start + rng.randint(1, 5))
+            b0, b1 = len(mirror[:start].encode()), len(mirror[:end].encode())  # pycrdt indexes UTF-8 bytes
+            del text[b0:b1]
+            gone, mirror = mirror[start:end], mirror[:start] + mirror[end:]
+            got = summarize(updates[-1])
+            assert got.inserted == "" and got.deleted == len(gone.encode("utf-16-le")) // 2
+        else:
+            at = rng.randrange(len(mirror) + 1)
+            s = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4)))
+            text.insert(len(mirror[:at].encode()), s)
+            mirror = mirror[:at] + s + mirror[at:]
+            got = summarize(updates[-1])
+            assert got.inserted == s and got.deleted == 0
+    assert str(text) == mirror
+
+
+def test_update_summary_reads_every_kind_of_content():
+    """Maps, arrays, nested and formatted text, embeds, XML and subdocuments: only text strings
+    count as inserted; replaced and deleted entries count as deleted."""
+    from collab._yupdate import summarize
+
+    doc = pycrdt.Doc()
+    updates = _updates_of(doc)
+    m = doc.get("m", type=pycrdt.Map)
+    for key, value in {"none": None, "yes": True, "small": 5, "neg": -70000, "big": 2**40, "float": 1.5,
+                       "str": "not typing", "bytes": b"\x00\x01", "list": [1, "two", {"three": [3.0, None]}]}.items():
+        m[key] = value
+    m["nested"] = pycrdt.Map({"k": "v"})
+    m["note"] = pycrdt.Text("a note")
+    a = doc.get("a", type=pycrdt.Array)
+    a.extend([1, "x", pycrdt.Array([2])])
+    t = doc.get("t", type=pycrdt.Text)
+    t.insert(0, "bold", {"bold": True})
+    t.insert_embed(4, {"image": "a.png"})
+    xml = doc.get("x", type=pycrdt.XmlFragment)
+    xml.children.append(pycrdt.XmlElement("p", {"class": "c"}, [pycrdt.XmlText("hi")]))
+    m["sub"] = pycrdt.Doc()
+    first = len(updates)
+    m["small"] = 6  # replaces one entry
+    del t[0:2]
+    summaries = [summarize(u) for u in updates]
+    assert "".join(s.inserted for s in summaries[:first]) == "a notebold" + "hi"
+    assert [(s.inserted, s.deleted) for s in summaries[first:]] == [("", 1), ("", 2)]
+    with pytest.raises(ProtocolError):
+        summarize(updates[0][:-3])
