@@ -55,7 +55,7 @@ class Hub:
             self.store,
             on_commit=self._committed,
             on_fail=self._failed,
-            window_s=self.settings.commit_window_ms / 1000,
+            interval_s=self.settings.commit_interval_ms / 1000,
             max_batch=self.settings.commit_max_batch,
         )
         self.rooms = Rooms(

@@ -91,6 +91,39 @@ def test_inline_appends_commit_and_survive_a_refused_batch(tmp_path):
     assert not Store(f"sqlite:///{tmp_path / 'full.db'}", sqlite_synchronous="FULL").can_append_inline
 
 
+async def test_journal_interval_commits_a_lone_update_at_once_and_batches_the_rest(tmp_path):
+    import asyncio
+    import time
+
+    from collab.journal import Journal
+
+    store = Store(f"sqlite:///{tmp_path / 'j.db'}")
+    store.migrate()
+    doc = store.create_document("t", "a")["id"]
+    updates, _ = _edits(4)
+    batches: list[list[int]] = []
+    journal = Journal(store, on_commit=lambda b: batches.append([e.seq for e in b]),
+                      on_fail=lambda b, e: None, interval_s=0.5)
+    journal.start()
+    entry = lambda i: LogEntry(doc, i, updates[i - 1], "a", "A", "human")  # noqa: E731
+    journal.append(entry(1))
+    await journal.drain()
+    t0 = time.monotonic()
+    journal.append(entry(2))  # within the interval: these two wait for it and share one transaction
+    journal.append(entry(3))
+    await journal.drain()
+    assert time.monotonic() - t0 >= 0.3
+    await asyncio.sleep(0.6)  # a quiet spell longer than the interval
+    t0 = time.monotonic()
+    journal.append(entry(4))
+    await journal.drain()
+    assert time.monotonic() - t0 < 0.45  # committed without waiting out an interval
+    assert batches == [[1], [2, 3], [4]]
+    assert store.last_seq(doc) == 4
+    await journal.stop()
+    store.close()
+
+
 def test_retention_only_deletes_history_covered_by_a_snapshot(store):
     doc = store.create_document("t", "a")["id"]
     updates, final = _edits(10)
