@@ -2,7 +2,8 @@
 
 Synchronous SQLAlchemy on purpose: the hub calls it from one worker thread, or for small SQLite
 batches on the event loop itself (see ``journal.py``), batching many updates per transaction; an
-async driver would add a hop per statement and buy nothing. SQLite runs in WAL mode; PostgreSQL works unchanged through ``postgresql+psycopg``.
+async driver would add a hop per statement and buy nothing. SQLite runs in WAL mode; PostgreSQL
+works unchanged through ``postgresql+psycopg``.
 """
 
 from __future__ import annotations
