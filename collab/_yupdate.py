@@ -47,7 +47,7 @@ def summarize(update: bytes) -> UpdateSummary:
         r.varuint()  # client
         r.varuint()  # first clock
         for _ in range(n_structs):
-            info = _byte(r)
+            info = r.byte()
             ref = info & 31
             if ref == 0 or ref == 10:  # GC, Skip
                 r.varuint()
@@ -58,11 +58,11 @@ def summarize(update: bytes) -> UpdateSummary:
                 r.varuint(), r.varuint()
             if info & 192 == 0:
                 if r.varuint() == 1:
-                    r.varbytes()
+                    r.skip(r.varuint())  # root type name
                 else:
                     r.varuint(), r.varuint()
                 if info & 32:
-                    r.varbytes()
+                    r.skip(r.varuint())  # parent sub (map key)
             if ref == 4:  # ContentString: the typing
                 inserted.append(r.varbytes().decode("utf-8", "replace"))
             else:
@@ -76,39 +76,25 @@ def summarize(update: bytes) -> UpdateSummary:
     return UpdateSummary("".join(inserted), deleted)
 
 
-def _byte(r: _Reader) -> int:
-    if r.pos >= len(r.buf):
-        raise ProtocolError("truncated update")
-    b = r.buf[r.pos]
-    r.pos += 1
-    return b
-
-
-def _skip(r: _Reader, n: int) -> None:
-    if r.pos + n > len(r.buf):
-        raise ProtocolError("truncated update")
-    r.pos += n
-
-
 def _skip_content(r: _Reader, ref: int) -> None:
     if ref == 1:  # ContentDeleted: length
         r.varuint()
     elif ref == 2:  # ContentJSON: n strings
         for _ in range(r.varuint()):
-            r.varbytes()
+            r.skip(r.varuint())
     elif ref in (3, 5):  # ContentBinary, ContentEmbed (JSON text)
-        r.varbytes()
+        r.skip(r.varuint())
     elif ref == 6:  # ContentFormat: key, JSON value
-        r.varbytes()
-        r.varbytes()
+        r.skip(r.varuint())
+        r.skip(r.varuint())
     elif ref == 7:  # ContentType: type ref, a name for XmlElement (3) and XmlHook (5)
         if r.varuint() in (3, 5):
-            r.varbytes()
+            r.skip(r.varuint())
     elif ref == 8:  # ContentAny: n values
         for _ in range(r.varuint()):
             _skip_any(r)
     elif ref == 9:  # ContentDoc: guid, options
-        r.varbytes()
+        r.skip(r.varuint())
         _skip_any(r)
     else:
         raise ProtocolError(f"unknown item content kind {ref}")
@@ -116,21 +102,21 @@ def _skip_content(r: _Reader, ref: int) -> None:
 
 def _skip_any(r: _Reader) -> None:
     """One lib0 ``any`` value (the values of maps and arrays)."""
-    tag = _byte(r)
+    tag = r.byte()
     if tag in (127, 126, 121, 120):  # undefined, null, false, true
         return
     if tag == 125:  # varint: 7 bits per byte (6 in the first), high bit = more
-        while _byte(r) & 128:
+        while r.byte() & 128:
             pass
     elif tag == 124:  # float32
-        _skip(r, 4)
+        r.skip(4)
     elif tag in (123, 122):  # float64, bigint64
-        _skip(r, 8)
+        r.skip(8)
     elif tag in (119, 116):  # string, bytes
-        r.varbytes()
+        r.skip(r.varuint())
     elif tag == 118:  # object: n (key, value)
         for _ in range(r.varuint()):
-            r.varbytes()
+            r.skip(r.varuint())
             _skip_any(r)
     elif tag == 117:  # array: n values
         for _ in range(r.varuint()):

@@ -4,9 +4,9 @@ Topics: ``document.updated`` (after commit: doc, ``seq``/``first_seq``, author i
 client id, ``inserted`` text (first 200 characters), ``inserted_chars``, ``deleted`` items, meta),
 ``participant.joined``, ``participant.left``, ``token.revoked``. Handlers are async callables;
 each delivery runs in its own task so a slow or failing subscriber never stalls the hub (failures
-are logged). ``MemoryBus`` is in-process;
-``RedisBus`` publishes through Redis pub/sub so several hub and worker processes share one stream
-(each process still delivers to its local handlers, so subscribers look the same either way).
+are logged). ``MemoryBus`` is in-process; ``RedisBus`` publishes through Redis pub/sub so several
+hub and worker processes share one stream (each process still delivers to its local handlers, so
+subscribers look the same either way).
 """
 
 from __future__ import annotations

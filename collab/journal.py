@@ -7,8 +7,8 @@ commit covers hundreds of updates. ``interval_s`` spaces commits out: an update 
 after a quiet spell is committed at once, one that arrives sooner than ``interval_s`` after the
 last commit began waits for the rest of it, sharing a transaction with whatever else comes (a
 lively room's keystrokes: a commit per keystroke is a third of the hub's CPU per update, and
-the wait is never more than the interval). Small batches on SQLite without fsync commit on the event loop,
-which costs less than the hop to a worker thread; the rest go to a thread. Neither SQLAlchemy
+the wait is never more than the interval). Small batches on SQLite without fsync commit on the
+event loop, which costs less than the hop to a worker thread; the rest go to a thread. Neither SQLAlchemy
 nor the drivers offer this, hence this module.
 """
 

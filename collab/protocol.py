@@ -82,14 +82,22 @@ class _Reader:
             if shift > 63:
                 raise ProtocolError("malformed frame: varuint longer than 64 bits")
 
+    def byte(self) -> int:
+        if self.pos >= len(self.buf):
+            raise ProtocolError("truncated frame: a byte runs past the end")
+        self.pos += 1
+        return self.buf[self.pos - 1]
+
+    def skip(self, n: int) -> None:
+        if self.pos + n > len(self.buf):
+            raise ProtocolError(f"truncated frame: payload says {n} bytes, {len(self.buf) - self.pos} left")
+        self.pos += n
+
     def varbytes(self) -> bytes:
         n = self.varuint()
-        end = self.pos + n
-        if end > len(self.buf):
-            raise ProtocolError(f"truncated frame: payload says {n} bytes, {len(self.buf) - self.pos} left")
-        out = self.buf[self.pos : end]
-        self.pos = end
-        return out
+        start = self.pos
+        self.skip(n)
+        return self.buf[start : self.pos]
 
     def done(self) -> bool:
         return self.pos == len(self.buf)

@@ -255,7 +255,8 @@ class VLLMEngine(TorchEngine):
         terms = [{"layer": iv.layer, "direction": iv.direction.tolist(), "scale": float(iv.scale),
                   "method": str(iv.method), "scope": str(iv.scope)} for iv in steering.interventions]
         sp = self._vllm.SamplingParams(
-            max_tokens=params.max_tokens, min_tokens=params.min_tokens, temperature=params.temperature, top_p=params.top_p,
+            max_tokens=params.max_tokens, min_tokens=params.min_tokens,
+            temperature=params.temperature, top_p=params.top_p,
             top_k=params.top_k, seed=params.seed, presence_penalty=params.presence_penalty,
             frequency_penalty=params.frequency_penalty, detokenize=False,
             output_kind=RequestOutputKind.DELTA, extra_args={_KEY: terms} if terms else None)
