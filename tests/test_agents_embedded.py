@@ -80,6 +80,9 @@ async def test_bad_run_requests_get_clear_errors(hub):
              owner, 400, "InvalidSteeringSpec"),
             (doc_id, {"agent": "plain", "task": "continue", "anchor": {"item": {"client": 1, "clock": 99}}}, owner, 400, "InvalidAnchor"),
             (doc_id, {"agent": "plain", "task": "continue", "anchor": "start"}, owner, 400, "InvalidAnchor"),
+            (doc_id, {"agent": "plain", "task": "continue", "options": {"max_tokens": 16, "min_tokens": 17}},
+             owner, 400, "InvalidRequest"),
+            (doc_id, {"agent": "plain", "task": "continue", "options": {"min_tokens": "half"}}, owner, 400, "InvalidRequest"),
             (doc_id, {"agent": "plain", "task": "rewrite", "range": sel}, viewer, 403, "PermissionDenied"),
             ("no-such-doc", {"agent": "plain", "task": "continue"}, None, 404, "UnknownDocument"),
         ]

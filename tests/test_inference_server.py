@@ -119,6 +119,7 @@ def test_steer_compare_side_by_side(base_url):
     ({"steering": [{"source": "caa:formal", "strength": 1e6}]}, 400, "invalid_steering"),
     ({"messages": [{"role": "user", "content": "word " * 3000}]}, 400, "context_length_exceeded"),
     ({"temperature": -1}, 400, "invalid_request"),
+    ({"max_tokens": 4, "min_tokens": 9}, 400, "invalid_request"),
 ])
 def test_bad_input_is_an_openai_error_and_the_server_keeps_serving(client, base_url, body, status, code):
     full = {"model": inference().base_name, "messages": CHAT, "max_tokens": 4, **body}
