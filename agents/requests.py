@@ -60,7 +60,7 @@ def human_edit_of_open_room_with(hub: Any, name: str):
         if event.data.get("kind") != "human":
             return False
         room = hub.rooms.get(event.doc_id) if hub.rooms else None
-        return room is not None and len(room.doc.get(name, type=Map)) > 0
+        return room is not None and room.has_entries(name)
 
     return when
 

@@ -23,6 +23,7 @@ from typing import Any
 import pycrdt
 from starlette.websockets import WebSocket
 
+from ._wsprotocol import SEND_NOWAIT
 from .auth import Identity
 from .protocol import sync_update
 
@@ -84,6 +85,9 @@ class Peer:
         #: The writer task, only while a send is suspended or a backlog drains.
         self._writer: asyncio.Task | None = None
         self._flush_scheduled = False
+        #: The server's synchronous send, where it offers one (our uvicorn protocol does).
+        self._send_nowait = (websocket.scope.get("extensions") or {}).get(SEND_NOWAIT)
+        self._loop = asyncio.get_running_loop()
         self.sent = 0
 
     @property
@@ -98,13 +102,17 @@ class Peer:
         self._queue.append((update, message))
         if self._writer is None and not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         while self._queue and self._writer is None and self.state is PeerState.OPEN:
             try:
-                pending = _start(self.websocket.send_bytes(self._next_message()))
+                message = self._next_message()
+                if self._send_nowait is not None and self._send_nowait(message):
+                    self.sent += 1
+                    continue
+                pending = _start(self.websocket.send_bytes(message))
             except Exception as exc:  # the client went away: harmless to everyone else
                 self._gone(exc)
                 return

@@ -69,6 +69,10 @@ class _Reader:
         self.pos = 0
 
     def varuint(self) -> int:
+        pos = self.pos
+        if pos < len(self.buf) and (byte := self.buf[pos]) < 0x80:  # one byte: most of them
+            self.pos = pos + 1
+            return byte
         value = shift = 0
         while True:
             if self.pos >= len(self.buf):
@@ -107,6 +111,9 @@ def decode_message(frame: bytes) -> Message:
     """Parse one websocket binary message; raise ProtocolError for anything not well formed."""
     if not frame:
         raise ProtocolError("empty frame")
+    # A keystroke: sync update (0, 2) with a one-byte length that spans the rest of the frame.
+    if 3 < len(frame) < 131 and frame[0] == 0 and frame[1] == 2 and frame[2] == len(frame) - 3:
+        return Message(MessageType.SYNC, SyncType.UPDATE, frame[3:])
     r = _Reader(frame)
     kind = r.varuint()
     if kind == MessageType.SYNC:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pycrdt
-from pycrdt import Awareness, Doc, Text
+from pycrdt import Awareness, Doc, Map, Text
 
 from ._yupdate import UpdateSummary, summarize
 from .auth import Identity
@@ -75,6 +75,25 @@ class Room:
         self.doc.observe(lambda event: self._changes.append(event.update))
         self._snapshotting = False
         self._evict_handle: asyncio.TimerHandle | None = None
+        self._maps: dict[str, Map] = {}
+        self._map_sizes: dict[str, int] = {}
+
+    def map(self, name: str) -> Map:
+        """The root ``Y.Map`` called ``name``, looked up once: ``Doc.get`` builds a new handle and
+        runs a transaction on every call (~100 us), and bus filters ask on every keystroke."""
+        m = self._maps.get(name)
+        if m is None:
+            m = self._maps[name] = self.doc.get(name, type=Map)
+            m.observe(lambda _event: self._map_sizes.pop(name, None))
+        return m
+
+    def has_entries(self, name: str) -> bool:
+        """Whether the root map ``name`` is non-empty; counted again only after it changed
+        (``len`` of a map is a transaction, and most keystrokes leave every map alone)."""
+        size = self._map_sizes.get(name)
+        if size is None:
+            size = self._map_sizes[name] = len(self.map(name))
+        return size > 0
 
     # -- peers ----------------------------------------------------------------------------
 
