@@ -66,6 +66,8 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         self._fast = False
         #: Bytes of a frame that has not fully arrived yet (fast mode only).
         self._partial = bytearray()
+        #: Its full size, once its header has arrived (so a large frame is not re-parsed per read).
+        self._need = 0
         self._max_size = self.config.ws_max_size
 
     def handle_connect(self, event: Any) -> None:
@@ -82,6 +84,8 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
             return super().data_received(data)
         if self._partial:
             self._partial += data
+            if len(self._partial) < self._need:
+                return
             data, self._partial = bytes(self._partial), bytearray()
         pos, end = 0, len(data)
         while pos < end:
@@ -101,6 +105,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     def _next_frame(self, data: bytes, pos: int, end: int) -> int | None:
         """Handle the frame at ``pos``: its end offset, None if it is incomplete, -1 if the rest
         of the stream must go to the websockets parser."""
+        self._need = 0
         if end - pos < 2:
             return None
         b0, b1 = data[pos], data[pos + 1]
@@ -117,6 +122,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
             return -1  # websockets fails the connection (1002 unmasked, 1009 too big)
         frame_end = head + 4 + length
         if frame_end > end:
+            self._need = frame_end - pos
             return None
         if b0 == _FIN_BINARY and self.conn.current_size is None:
             payload = apply_mask(data[head + 4 : frame_end], data[head : head + 4])

@@ -154,3 +154,16 @@ def test_unmasked_and_oversized_frames_are_refused_by_websockets(hub):
         c.close()
     status, _ = hub.request("GET", f"/api/docs/{doc_id}")
     assert status == 200  # the hub carries on
+
+
+def test_a_large_message_in_many_reads(hub):
+    doc_id, _ = hub.create_doc("large")
+    c = RawClient(hub.port, doc_id)
+    try:
+        (m1,) = _typing("y" * 300_000)
+        f = _frame(2, m1)
+        for i in range(0, len(f), 1000):
+            c.send(f[i : i + 1000])
+        _wait_text(hub, doc_id, "y" * 300_000)
+    finally:
+        c.close()
