@@ -99,7 +99,7 @@ class RequestMap:
         room = self.hub.rooms.get(event.doc_id) if self.hub.rooms else None
         if room is None:  # evicted since
             return
-        requests = room.doc.get(REQUESTS, type=Map)
+        requests = room.map(REQUESTS)
         for key in list(requests.keys()):
             entry = plain(requests.get(key))
             if (not isinstance(entry, dict) or entry.get("run_id") or entry.get("status") not in (None, "pending")

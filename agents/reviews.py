@@ -32,7 +32,7 @@ class ReviewRecorder:
         room = self.hub.rooms.get(event.doc_id) if self.hub.rooms else None
         if room is None:  # evicted since
             return
-        suggestions = room.doc.get(SUGGESTIONS, type=Map)
+        suggestions = room.map(SUGGESTIONS)
         who = {"user_id": event.data.get("author_id"), "name": event.data.get("author_name")}
         stamps = {}
         for key in list(suggestions.keys()):
