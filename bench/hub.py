@@ -1,6 +1,6 @@
 """Hub benchmark: tinymorph's hub vs the Node reference y-websocket server, same load, one run.
 
-    python -m bench.hub [--quick] [--no-b4] [--no-node]
+    python -m bench.hub [--quick] [--no-b4] [--no-node] [--only paced|burst] [--reps N]
 
 1. Fan-out load (tests/js/loadgen.mjs: N stock y-websocket clients in one node process, each
    making M edits to the `content` Y.Text of one document), paced and burst, against
@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -342,6 +343,18 @@ def print_load_table(rows: list[tuple[LoadResult, LoadResult | None]]) -> None:
         print()
 
 
+def print_median_ratios(rows: list[tuple[LoadResult, LoadResult | None]]) -> None:
+    """One line per scenario: the median of its repetitions' CPU-per-delivery ratios."""
+    by_label: dict[str, list[float]] = {}
+    for hub, node in rows:
+        if node is not None and not hub.error and not node.error and node.cpu_us_per_delivery:
+            by_label.setdefault(hub.scenario.label, []).append(hub.cpu_us_per_delivery / node.cpu_us_per_delivery)
+    for label, ratios in by_label.items():
+        verdict = "meets" if statistics.median(ratios) <= 1.0 else "misses"
+        print(f"{label:<26}median CPU us/deliv ratio t/n over {len(ratios)} reps: {statistics.median(ratios):.2f}x "
+              f"(each: {', '.join(f'{r:.2f}x' for r in ratios)})  {verdict} target <= 1.0x")
+
+
 def print_b4_table(raw_wall: float, raw_cpu: float, n_edits: int, runs: list[dict]) -> None:
     print(f"\nB4 (automerge-paper, {n_edits:,} edits, one update message each)")
     head = f"{'replay':<34}{'wall s':>9}{'edits/s':>11}{'server CPU s':>14}{'vs raw':>9}  result"
@@ -368,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-b4", action="store_true", help="skip the B4 trace replay")
     ap.add_argument("--no-load", action="store_true", help="skip the fan-out load scenarios")
     ap.add_argument("--timeout", type=float, default=120, help="per scenario, seconds")
+    ap.add_argument("--only", choices=["paced", "burst"], help="run only the paced or only the burst scenarios")
+    ap.add_argument("--reps", type=int, default=1,
+                    help="repeat each scenario (hub and node back to back each time); the table shows every "
+                         "repetition and the median CPU ratio")
     args, _unknown = ap.parse_known_args(argv)  # tolerate flags meant for other benches (python -m bench)
     node_bin()
 
@@ -390,13 +407,17 @@ def main(argv: list[str] | None = None) -> int:
             if node:
                 servers.append(node)
             rows = []
-            for sc in ([] if args.no_load else scenarios):
-                # both servers back to back per scenario, so drift in the machine's load hits both alike
-                h = run_load(hub, sc, args.timeout)
-                n = run_load(node, sc, args.timeout) if node else None
-                rows.append((h, n))
+            chosen = [sc for sc in scenarios if args.only in (None, sc.mode)]
+            for sc in ([] if args.no_load else chosen):
+                for _ in range(max(1, args.reps)):
+                    # both servers back to back per scenario, so drift in the machine's load hits both alike
+                    h = run_load(hub, sc, args.timeout)
+                    n = run_load(node, sc, args.timeout) if node else None
+                    rows.append((h, n))
             if rows:
                 print_load_table(rows)
+                if args.reps > 1:
+                    print_median_ratios(rows)
 
             if not args.no_b4:
                 trace = load_trace("automerge-paper.json.gz")

@@ -15,6 +15,11 @@ websockets has a cheaper mode, so this subclass adds one, and leaves everything 
   protocol's rules exactly as before. A frame it cannot hand over whole (an oversized one, an
   unmasked one) switches the connection to the websockets parser for good, which then fails it
   with the right close code.
+- **Direct delivery.** An app that registers a receiver through the ``RECEIVE_DIRECT`` extension
+  gets those binary messages by a plain call from ``data_received`` whenever it is waiting in
+  ``receive`` with nothing queued: no queue, no task wake-up, no ASGI message dict. Whenever
+  the app is busy with an earlier message, or has unregistered its receiver, messages queue
+  as usual, so their order never changes.
 - **Flow control.** Reading pauses when the app has ``PAUSE_AT`` messages waiting and resumes
   when it has drained them to ``RESUME_AT``, instead of pausing after every message. The hub's
   own backpressure (the journal) still stops reading when the database falls behind.
@@ -28,13 +33,16 @@ With permessage-deflate negotiated the fast paths are off and the parent class d
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Callable
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import apply_mask
 from websockets.protocol import State
 
-__all__ = ["HubWebSocketProtocol", "SEND_NOWAIT"]
+__all__ = ["HubWebSocketProtocol", "RECEIVE_DIRECT", "SEND_NOWAIT"]
+
+log = logging.getLogger("tinymorph.wsprotocol")
 
 #: ASGI extension (``scope["extensions"]``) this protocol offers: ``send_nowait(data) -> bool``
 #: writes one binary message now and says True, or says False when it cannot (socket closing,
@@ -42,6 +50,12 @@ __all__ = ["HubWebSocketProtocol", "SEND_NOWAIT"]
 #: It spares a broadcast a coroutine chain per peer (Starlette's WebSocket, its exception
 #: middleware, uvicorn's send) for a write that never waits.
 SEND_NOWAIT = "tinymorph.websocket.send_nowait"
+
+#: ASGI extension: ``receive_direct(fn | None)`` registers (or, with None, removes) a synchronous
+#: ``fn(payload: bytes)`` that is handed complete binary messages straight from the socket while
+#: the app waits in ``receive`` (see "Direct delivery" above). ``fn`` must not raise; if it does,
+#: the connection is failed with 1011 and the error logged.
+RECEIVE_DIRECT = "tinymorph.websocket.receive_direct"
 
 _FIN_BINARY = 0x82  # FIN bit + opcode 2, no reserved bits
 _MASKED = 0x80
@@ -69,12 +83,19 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         #: Its full size, once its header has arrived (so a large frame is not re-parsed per read).
         self._need = 0
         self._max_size = self.config.ws_max_size
+        #: The app's direct receiver, and whether the app is parked in ``receive`` right now.
+        self._receiver: Callable[[bytes], None] | None = None
+        self._app_waiting = False
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # absent when the handshake was refused
         if scope is not None:
             scope["extensions"][SEND_NOWAIT] = self.send_nowait
+            scope["extensions"][RECEIVE_DIRECT] = self.receive_direct
+
+    def receive_direct(self, receiver: Callable[[bytes], None] | None) -> None:
+        self._receiver = receiver
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -135,6 +156,18 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     def _deliver(self, payload: bytes) -> None:
         if self.close_sent:
             return  # as uvicorn: past `websocket.close`, messages are discarded
+        if self._receiver is not None and self._app_waiting and not self.queue.qsize():
+            try:
+                self._receiver(payload)
+            except Exception:
+                log.exception("direct receiver failed; closing the connection")
+                self._receiver = None
+                self.conn.fail(1011, "internal error")  # as uvicorn fails a keepalive timeout
+                self.queue.put_nowait({"type": "websocket.disconnect", "code": 1011, "reason": "internal error"})
+                self.transport.write(b"".join(self.conn.data_to_send()))
+                self.close_sent = True
+                self.transport.close()
+            return
         self.queue.put_nowait({"type": "websocket.receive", "bytes": payload})
         self._throttle()
 
@@ -154,7 +187,11 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.pause_reading()
 
     async def receive(self) -> Any:
-        message = await self.queue.get()
+        self._app_waiting = True
+        try:
+            message = await self.queue.get()
+        finally:
+            self._app_waiting = False
         if self.read_paused and self.queue.qsize() <= self.RESUME_AT and not self.disconnected:
             self.read_paused = False
             self.transport.resume_reading()

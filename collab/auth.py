@@ -53,8 +53,8 @@ class Identity:
     #: Set for the hub's own edits (reverts): logged with author kind ``system``.
     system: bool = False
 
-    #: The ``meta`` of this identity's log entries: built once and shared by all of them, so a
-    #: commit serialises it once per batch (never mutated).
+    #: The ``meta`` of this identity's log entries: built once and shared by all of them, so the
+    #: store serialises it once, not once per keystroke (never mutated).
     log_meta: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -8,8 +8,11 @@ after a quiet spell is committed at once, one that arrives sooner than ``interva
 last commit began waits for the rest of it, sharing a transaction with whatever else comes (a
 lively room's keystrokes: a commit per keystroke is a third of the hub's CPU per update, and
 the wait is never more than the interval). Small batches on SQLite without fsync commit on the
-event loop, which costs less than the hop to a worker thread; the rest go to a thread. Neither SQLAlchemy
-nor the drivers offer this, hence this module.
+event loop, which costs less than the hop to a worker thread; the rest go to a thread. With no
+interval and the writer task idle, that inline commit runs from a callback at the end of the
+loop turn that appended (everything appended in that turn shares it), not after waking the
+task: one scheduling step less per keystroke. Neither SQLAlchemy nor the drivers offer this,
+hence this module.
 """
 
 from __future__ import annotations
@@ -57,18 +60,55 @@ class Journal:
         self._space = asyncio.Event()
         self._space.set()
         self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: A `_commit_soon` callback is scheduled; the writer task is between wake-up and idle.
+        self._soon = False
+        self._busy = False
         self.committed = 0
         self.batches = 0
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="journal")
 
     def append(self, entry: LogEntry) -> None:
         self._queue.append(entry)
         self._idle.clear()
-        self._wakeup.set()
         if len(self._queue) >= self.max_pending:
             self._space.clear()
+        if not self._soon:
+            self._soon = True
+            self._loop.call_soon(self._commit_soon)
+
+    @property
+    def has_space(self) -> bool:
+        return self._space.is_set()
+
+    def _commit_soon(self) -> None:
+        """End of the loop turn that appended: commit it all here if that is cheap, else wake the
+        writer task (it is busy, batches are spaced, the batch is large or the store is remote)."""
+        self._soon = False
+        queue = self._queue
+        if (self._busy or self.interval_s or not queue or len(queue) > self.INLINE_MAX
+                or not self.store.can_append_inline):
+            if queue:
+                self._wakeup.set()
+            return
+        self._queue = []
+        self._space.set()
+        self._last_commit = self._loop.time()
+        try:
+            self.store.append(queue, inline=True)
+        except Exception as exc:  # locked or failing: the writer task retries it on a thread
+            log.debug("inline commit of %d updates fell back to a thread: %s", len(queue), exc)
+            self._queue[:0] = queue
+            if len(self._queue) >= self.max_pending:
+                self._space.clear()
+            self._wakeup.set()
+            return
+        self._committed(queue)
+        if not self._queue:
+            self._idle.set()
 
     async def wait_for_space(self) -> None:
         """Backpressure: a reader pauses here while the database is far behind."""
@@ -89,7 +129,9 @@ class Journal:
 
     async def _run(self) -> None:
         while True:
+            self._busy = False
             await self._wakeup.wait()
+            self._busy = True
             if self.interval_s and len(self._queue) < self.max_batch:
                 wait = self._last_commit + self.interval_s - asyncio.get_running_loop().time()
                 if wait > 0:

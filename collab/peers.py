@@ -94,17 +94,23 @@ class Peer:
     def label(self) -> str:
         return f"{self.identity.name}({self.identity.role})"
 
-    def send(self, message: bytes, update: bytes | None = None) -> None:
+    def send(self, message: bytes, update: bytes | None = None, *, later: bool = False) -> None:
         """Queue a message for this loop turn's flush; ``update`` is the raw Yjs update inside
-        it, if it is a sync update (those may be merged)."""
+        it, if it is a sync update (those may be merged). ``later``: the caller flushes itself
+        (the room does, once per commit for all its peers, which spares a callback per peer)."""
         if self.state is not PeerState.OPEN:
             return
         self._queue.append((update, message))
-        if self._writer is None and not self._flush_scheduled:
+        if not later and self._writer is None and not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    @property
+    def has_queued(self) -> bool:
+        return bool(self._queue)
+
+    def flush(self) -> None:
+        """Write what is queued now, unless a writer task owns the socket (it drains the rest)."""
         self._flush_scheduled = False
         while self._queue and self._writer is None and self.state is PeerState.OPEN:
             try:

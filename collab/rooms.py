@@ -207,6 +207,9 @@ class Room:
                 j += 1
             self._apply_run(entries[i:j], origin)
             i = j
+        for peer in self.peers:  # the relayed updates were queued with later=True
+            if peer.has_queued:
+                peer.flush()
         if self.applied_seq - self.snapshot_seq >= self.rooms.settings.snapshot_every:
             self.rooms.schedule_snapshot(self)
 
@@ -227,7 +230,7 @@ class Room:
         summary = UpdateSummary("", 0)
         if self._changes:  # else nothing was new (a repeated update)
             update = self._changes[0]
-            self._broadcast(sync_update(update), exclude=origin, update=update)
+            self._broadcast(sync_update(update), exclude=origin, update=update, later=True)
             try:
                 summary = summarize(update)
             except ProtocolError as exc:  # a content kind we cannot read: only the summary is lost
@@ -260,10 +263,11 @@ class Room:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _broadcast(self, message: bytes, exclude: Peer | None = None, update: bytes | None = None) -> None:
+    def _broadcast(self, message: bytes, exclude: Peer | None = None, update: bytes | None = None,
+                   later: bool = False) -> None:
         for peer in self.peers:
             if peer is not exclude:
-                peer.send(message, update)
+                peer.send(message, update, later=later)
 
     def _publish(self, topic: str, ident: Identity, **data: Any) -> None:
         self.rooms.bus.publish(

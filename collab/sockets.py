@@ -3,7 +3,13 @@
 Accept → authenticate (``?token=``) → join the room → read frames until the socket closes.
 Each frame is size-checked and decoded here, then handed to the room. Any bad input closes this
 socket only, with the close code of its exception (see ``exceptions.py``) and a log line; nothing
-from the bad frame is applied and the room and its other peers carry on.
+from the bad frame is applied, nothing after it is read, and the room and its other peers carry on.
+
+Frames arrive two ways, both through :meth:`Connection.handle`: as ASGI messages from
+``websocket.receive()``, and, with the hub's own uvicorn protocol, by a direct call from the
+socket while this endpoint waits (the ``RECEIVE_DIRECT`` extension in ``_wsprotocol.py``), which
+spares every keystroke a queue, a task switch and Starlette's receive chain. The protocol only
+calls directly when nothing is queued, so frames are handled in the order they arrived either way.
 """
 
 from __future__ import annotations
@@ -13,14 +19,78 @@ import logging
 
 from starlette.websockets import WebSocket
 
+from ._wsprotocol import RECEIVE_DIRECT
 from .exceptions import HubShuttingDown, MessageTooLarge, ProtocolError, TinymorphError
 from .hub import Hub, HubState
 from .peers import Peer, PeerState
 from .protocol import decode_message
+from .rooms import Room
 
 __all__ = ["websocket_endpoint"]
 
 log = logging.getLogger("tinymorph.sockets")
+
+
+class Connection:
+    """One socket's inbound side, from join to leave."""
+
+    def __init__(self, hub: Hub, room: Room, peer: Peer, websocket: WebSocket) -> None:
+        self.hub = hub
+        self.room = room
+        self.peer = peer
+        self.websocket = websocket
+        self.limit = hub.settings.max_message_bytes
+        self.journal = hub.journal
+        #: Set once a frame was refused: the socket is closing and nothing more is read.
+        self.failed = False
+        self._direct = (websocket.scope.get("extensions") or {}).get(RECEIVE_DIRECT)
+
+    def handle(self, data: bytes | None) -> None:
+        """One binary message. Raises TinymorphError for bad input (nothing of it is applied)."""
+        if data is None:
+            raise ProtocolError("text frames are not part of the y-websocket protocol")
+        if len(data) > self.limit:
+            raise MessageTooLarge(f"message of {len(data)} bytes is over the {self.limit}-byte limit")
+        self.hub.frame_received()
+        self.room.receive(self.peer, decode_message(data))
+
+    def receive_direct(self, data: bytes) -> None:
+        """The socket's direct call. Stops direct delivery while the journal is full, so that
+        frames queue up and the socket pauses (see :meth:`run`)."""
+        try:
+            self.handle(data)
+        except Exception as exc:  # noqa: BLE001 - every failure closes this socket only
+            self.fail(exc)
+            return
+        if not self.journal.has_space:
+            self._direct(None)
+
+    def fail(self, exc: BaseException) -> None:
+        self.failed = True
+        if self._direct is not None:
+            self._direct(None)
+        label, doc_id = self.peer.label, self.room.doc_id
+        if isinstance(exc, TinymorphError):
+            log.warning("closing %s on %s: %s (%d)", label, doc_id, exc, exc.close_code)
+            self.peer.close(exc.close_code, exc.reason)
+        else:
+            log.error("internal error on socket of %s on %s", label, doc_id, exc_info=exc)
+            self.peer.close(1011, "internal error")
+
+    async def run(self) -> None:
+        """Read until the socket closes or a frame is refused."""
+        while not self.failed:
+            if self._direct is not None:
+                self._direct(self.receive_direct)  # again, after backpressure stopped it
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect" or self.failed:
+                return
+            try:
+                self.handle(message.get("bytes"))
+            except Exception as exc:  # noqa: BLE001
+                self.fail(exc)
+                return
+            await self.journal.wait_for_space()
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -42,28 +112,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     peer = Peer(websocket, identity)
     hub.register(peer)
     room.join(peer)
-    limit = hub.settings.max_message_bytes
-    journal = hub.journal
+    conn = Connection(hub, room, peer, websocket)
     try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            data = message.get("bytes")
-            if data is None:
-                raise ProtocolError("text frames are not part of the y-websocket protocol")
-            if len(data) > limit:
-                raise MessageTooLarge(f"message of {len(data)} bytes is over the {limit}-byte limit")
-            hub.frame_received()
-            room.receive(peer, decode_message(data))
-            await journal.wait_for_space()
-    except TinymorphError as exc:
-        log.warning("closing %s on %s: %s (%d)", peer.label, doc_id, exc, exc.close_code)
-        peer.close(exc.close_code, exc.reason)
-    except Exception:
-        log.exception("internal error on socket of %s on %s", peer.label, doc_id)
-        peer.close(1011, "internal error")
+        await conn.run()
+    except Exception as exc:  # noqa: BLE001 - e.g. the ASGI server failing the receive
+        conn.fail(exc)
     finally:
+        if conn._direct is not None:
+            conn._direct(None)
         room.leave(peer)
         hub.unregister(peer)
         hub.rooms.release(room)

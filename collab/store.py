@@ -9,6 +9,7 @@ works unchanged through ``postgresql+psycopg``.
 from __future__ import annotations
 
 import uuid
+from operator import attrgetter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,19 +39,6 @@ class LogEntry:
     created_at: datetime = field(default_factory=utcnow)
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def row(self) -> dict[str, Any]:
-        return {
-            "doc_id": self.doc_id,
-            "seq": self.seq,
-            "data": self.data,
-            "author_id": self.author_id,
-            "author_name": self.author_name,
-            "author_kind": self.author_kind,
-            "client_id": self.client_id,
-            "created_at": self.created_at,
-            "meta": self.meta,
-        }
-
 
 @dataclass(slots=True)
 class LoadedDocument:
@@ -62,38 +50,66 @@ class LoadedDocument:
 
 
 class _InsertMany:
-    """One INSERT of many rows on a DBAPI connection, with the statement and the column types'
-    bind processors SQLAlchemy compiled once.
+    """One INSERT of many log entries on a DBAPI connection, with the statement and the column
+    types' bind processors SQLAlchemy compiled once.
 
     Why not ``conn.execute(insert(...), rows)``: Core builds a connection, transaction and
     execution context on every call, ~150 us of Python for one row, more than the whole rest
-    of an update's path through the hub. The SQL text and value conversion stay SQLAlchemy's.
+    of an update's path through the hub. The SQL text and value conversion stay SQLAlchemy's;
+    what this adds is reading the values straight off the entries and converting each
+    socket's ``meta`` dict (the same object on every keystroke) once, not once per row.
     """
+
+    MEMO_MAX = 512
 
     def __init__(self, engine: Engine, table: Table) -> None:
         dialect = engine.dialect
         compiled = insert(table).compile(dialect=dialect)
         self.sql = compiled.string
-        #: Parameter order for positional paramstyles (SQLite's ``?``); None for named ones.
-        self.order: tuple[str, ...] | None = tuple(compiled.positiontup) if compiled.positiontup else None
-        self.procs = [(c.key, p) for c in table.c if (p := c.type.dialect_impl(dialect).bind_processor(dialect))]
+        #: Parameter order: positional for SQLite's ``?``, the table's columns for named styles.
+        self.positional = bool(compiled.positiontup)
+        self.keys: tuple[str, ...] = tuple(compiled.positiontup) if self.positional else tuple(c.key for c in table.c)
+        self.values = attrgetter(*self.keys)  # LogEntry's fields are named after the columns
+        procs = {c.key: p for c in table.c if (p := c.type.dialect_impl(dialect).bind_processor(dialect))}
+        self.procs = [(i, procs[k]) for i, k in enumerate(self.keys) if k in procs and k != "meta"]
+        self.meta_proc = procs.get("meta")
+        self.meta_at = self.keys.index("meta")
+        #: id(meta dict) -> (the dict, its bound value); the dict is kept so its id stays its own.
+        self._memo: dict[int, tuple[Any, Any]] = {}
         self.dbapi_error = dialect.loaded_dbapi.Error
 
-    def __call__(self, conn: Any, rows: list[dict[str, Any]]) -> None:
-        """Insert and commit ``rows`` on the DBAPI connection ``conn`` (rolled back on failure)."""
-        for key, proc in self.procs:
-            done: dict[int, Any] = {}  # by id: one socket's entries share one meta dict
-            for row in rows:
-                value = row[key]
-                if (out := done.get(id(value))) is None:
-                    out = done[id(value)] = proc(value)
-                row[key] = out
-        params = [tuple(r[k] for k in self.order) for r in rows] if self.order else rows
+    def params(self, entry: LogEntry) -> tuple | dict[str, Any]:
+        values = list(self.values(entry))
+        for i, proc in self.procs:
+            values[i] = proc(values[i])
+        if self.meta_proc is not None:
+            meta = values[self.meta_at]
+            hit = self._memo.get(id(meta))
+            if hit is None or hit[0] is not meta:
+                if len(self._memo) >= self.MEMO_MAX:
+                    self._memo.clear()
+                hit = self._memo[id(meta)] = (meta, self.meta_proc(meta))
+            values[self.meta_at] = hit[1]
+        return tuple(values) if self.positional else dict(zip(self.keys, values))
+
+    def __call__(self, conn: Any, entries: list[LogEntry], *, autocommit: bool = False) -> None:
+        """Insert and commit ``entries`` on the DBAPI connection ``conn`` (rolled back on failure).
+        ``autocommit``: ``conn`` is a sqlite3 connection in autocommit mode, where one row is its
+        own transaction (no BEGIN and COMMIT statements to prepare: a sixth of a lone keystroke's
+        commit) and several rows get an explicit one."""
+        params = [self.params(e) for e in entries]
         try:
             cur = conn.cursor()
-            cur.executemany(self.sql, params)
+            if autocommit and len(params) == 1:
+                cur.execute(self.sql, params[0])
+            elif autocommit:
+                cur.execute("BEGIN")
+                cur.executemany(self.sql, params)
+                cur.execute("COMMIT")
+            else:
+                cur.executemany(self.sql, params)
+                conn.commit()
             cur.close()
-            conn.commit()
         except self.dbapi_error as exc:
             conn.rollback()
             # the same exception classes Core raises (IntegrityError, OperationalError, ...)
@@ -121,7 +137,7 @@ class Store:
             self._sqlite_pragmas(self.engine, sync, busy_ms=30000)
             if sync in ("OFF", "NORMAL"):
                 self.inline_engine = create_engine(url, **kwargs, pool_size=1, max_overflow=0)
-                self._sqlite_pragmas(self.inline_engine, sync, busy_ms=20)
+                self._sqlite_pragmas(self.inline_engine, sync, busy_ms=20, autocommit=True)
         self._insert_updates = _InsertMany(self.engine, Update.__table__)
 
     @property
@@ -129,13 +145,15 @@ class Store:
         return self.inline_engine is not None
 
     @staticmethod
-    def _sqlite_pragmas(engine: Engine, sync: str, busy_ms: int) -> None:
+    def _sqlite_pragmas(engine: Engine, sync: str, busy_ms: int, autocommit: bool = False) -> None:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record) -> None:  # WAL: readers never block the writer
             dbapi_conn.execute("PRAGMA journal_mode=WAL")
             dbapi_conn.execute(f"PRAGMA synchronous={sync}")
             dbapi_conn.execute("PRAGMA foreign_keys=ON")
             dbapi_conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+            if autocommit:  # only the inline log writer: see _InsertMany
+                dbapi_conn.isolation_level = None
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -190,15 +208,14 @@ class Store:
         the event loop's own SQLite connection (only when ``can_append_inline``)."""
         if not entries:
             return
-        rows = [e.row() for e in entries]
         if inline:
             if self._inline_conn is None:
                 self._inline_conn = self.inline_engine.raw_connection()  # held: no pool round trip
-            self._insert_updates(self._inline_conn, rows)
+            self._insert_updates(self._inline_conn, entries, autocommit=True)
             return
         conn = self.engine.raw_connection()
         try:
-            self._insert_updates(conn, rows)
+            self._insert_updates(conn, entries)
         finally:
             conn.close()  # back to the pool
 

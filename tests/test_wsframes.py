@@ -128,6 +128,23 @@ def test_split_batched_and_pinged_frames_all_arrive(hub):
         c.close()
 
 
+def test_queued_and_direct_frames_keep_their_order(hub):
+    """A fragmented message is queued for the endpoint; the whole frames right behind it in the
+    same read must not overtake it through direct delivery (the log keeps arrival order)."""
+    doc_id, _ = hub.create_doc("order")
+    c = RawClient(hub.port, doc_id)
+    try:
+        m1, m2, m3 = _typing("one ", "two ", "three ")
+        c.send(_frame(2, m1[:3], fin=False) + _frame(0, m1[3:]) + _frame(2, m2) + _frame(2, m3))
+        _wait_text(hub, doc_id, "one two three ")
+        status, body = hub.request("GET", f"/api/docs/{doc_id}/history")
+        assert status == 200
+        assert [e["inserted"] for e in body["entries"]] == ["one ", "two ", "three "]
+        assert [e["seq"] for e in body["entries"]] == sorted(e["seq"] for e in body["entries"])
+    finally:
+        c.close()
+
+
 def test_text_frame_closes_with_the_protocol_error_code(hub):
     doc_id, _ = hub.create_doc("text")
     c = RawClient(hub.port, doc_id)
