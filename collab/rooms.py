@@ -222,9 +222,12 @@ class Room:
         costs ~100 us a keystroke on a 100k-character document).
         """
         self._changes.clear()
-        with self.doc.transaction():
-            for entry in run:
-                self.doc.apply_update(entry.data)
+        if len(run) == 1:  # apply_update is its own transaction; a keystroke needs no outer one
+            self.doc.apply_update(run[0].data)
+        else:
+            with self.doc.transaction():
+                for entry in run:
+                    self.doc.apply_update(entry.data)
         last = run[-1]
         self.applied_seq = last.seq
         summary = UpdateSummary("", 0)
