@@ -89,24 +89,18 @@ class Journal:
         writer task (it is busy, batches are spaced, the batch is large or the store is remote)."""
         self._soon = False
         queue = self._queue
-        if (self._busy or self.interval_s or not queue or len(queue) > self.INLINE_MAX
-                or not self.store.can_append_inline):
+        if self._busy or self.interval_s or not self._can_inline(queue):
             if queue:
                 self._wakeup.set()
             return
         self._queue = []
         self._space.set()
-        self._last_commit = self._loop.time()
-        try:
-            self.store.append(queue, inline=True)
-        except Exception as exc:  # locked or failing: the writer task retries it on a thread
-            log.debug("inline commit of %d updates fell back to a thread: %s", len(queue), exc)
+        if not self._append_inline(queue):  # the writer task takes it, still first in line
             self._queue[:0] = queue
             if len(self._queue) >= self.max_pending:
                 self._space.clear()
             self._wakeup.set()
             return
-        self._committed(queue)
         if not self._queue:
             self._idle.set()
 
@@ -147,14 +141,24 @@ class Journal:
             if not self._queue:
                 self._idle.set()
 
+    def _can_inline(self, batch: list[LogEntry]) -> bool:
+        return 0 < len(batch) <= self.INLINE_MAX and self.store.can_append_inline
+
+    def _append_inline(self, batch: list[LogEntry]) -> bool:
+        """Commit a small batch on the event loop, where the store allows it; False if not done."""
+        if not self._can_inline(batch):
+            return False
+        try:
+            self.store.append(batch, inline=True)
+        except Exception as exc:  # locked or failing: the threaded path retries
+            log.debug("inline commit of %d updates fell back to a thread: %s", len(batch), exc)
+            return False
+        self._committed(batch)
+        return True
+
     async def _commit(self, batch: list[LogEntry]) -> None:
-        if len(batch) <= self.INLINE_MAX and self.store.can_append_inline:
-            try:
-                self.store.append(batch, inline=True)
-            except Exception as exc:  # locked or failing: the threaded path below retries
-                log.debug("inline commit of %d updates fell back to a thread: %s", len(batch), exc)
-            else:
-                return self._committed(batch)
+        if self._append_inline(batch):
+            return
         for attempt, delay in enumerate((*self.RETRY_DELAYS, None)):
             try:
                 await asyncio.to_thread(self.store.append, batch)

@@ -63,12 +63,16 @@ class Connection:
             self.fail(exc)
             return
         if not self.journal.has_space:
+            self.stop_direct()
+
+    def stop_direct(self) -> None:
+        """From here on frames queue for :meth:`run` (which turns direct delivery on again)."""
+        if self._direct is not None:
             self._direct(None)
 
     def fail(self, exc: BaseException) -> None:
         self.failed = True
-        if self._direct is not None:
-            self._direct(None)
+        self.stop_direct()
         label, doc_id = self.peer.label, self.room.doc_id
         if isinstance(exc, TinymorphError):
             log.warning("closing %s on %s: %s (%d)", label, doc_id, exc, exc.close_code)
@@ -118,8 +122,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     except Exception as exc:  # noqa: BLE001 - e.g. the ASGI server failing the receive
         conn.fail(exc)
     finally:
-        if conn._direct is not None:
-            conn._direct(None)
+        conn.stop_direct()
         room.leave(peer)
         hub.unregister(peer)
         hub.rooms.release(room)

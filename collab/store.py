@@ -9,9 +9,9 @@ works unchanged through ``postgresql+psycopg``.
 from __future__ import annotations
 
 import uuid
-from operator import attrgetter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -95,8 +95,8 @@ class _InsertMany:
     def __call__(self, conn: Any, entries: list[LogEntry], *, autocommit: bool = False) -> None:
         """Insert and commit ``entries`` on the DBAPI connection ``conn`` (rolled back on failure).
         ``autocommit``: ``conn`` is a sqlite3 connection in autocommit mode, where one row is its
-        own transaction (no BEGIN and COMMIT statements to prepare: a sixth of a lone keystroke's
-        commit) and several rows get an explicit one."""
+        own transaction (no BEGIN and COMMIT statements to prepare: about a tenth of a lone
+        keystroke's commit) and several rows get an explicit one."""
         params = [self.params(e) for e in entries]
         try:
             cur = conn.cursor()
