@@ -1,13 +1,14 @@
 """Hub benchmark: tinymorph's hub vs the Node reference y-websocket server, same load, one run.
 
-    python -m bench.hub [--quick] [--no-b4] [--no-node] [--only paced|burst] [--reps N] [--window-ms MS]
+    python -m bench.hub [--quick] [--no-b4] [--no-node] [--only paced|burst] [--reps N] [--also-delay-ms MS]
 
 1. Fan-out load (tests/js/loadgen.mjs: N stock y-websocket clients in one node process, each
    making M edits to the `content` Y.Text of one document), paced and burst, against
-   - tinymorph:  `python -m collab serve` on SQLite, durable update log on (group commit), and
+   - tinymorph:  `python -m collab serve` on SQLite with its defaults: durable update log on, group
+                 commit with the default commit delay (see collab/journal.py), and
    - node:       @y/websocket-server@0.1.1 (in-memory, no persistence: the cheapest baseline), and,
-                 paced only, tinymorph with commits spaced ``--window-ms`` apart (default 40), to show
-                 what trading remote latency for fewer commits buys.
+                 paced only, tinymorph with ``--also-delay-ms`` (default 0: a commit per update, the
+                 lowest latency), to show what the commit delay trades.
    Every server first takes an unmeasured warm-up burst, so the rows compare steady states (V8
    needs thousands of updates to optimise the Node server; Python has no such warm-up).
    Reported: deliveries/s (one delivery = one edit arriving at one other client), p50/p99
@@ -41,6 +42,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from collab.config import Settings
 from collab.testing import HubProcess, apply_patches, load_trace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,13 +109,16 @@ class HubServer(Server):
 
     name = "tinymorph"
 
-    def __init__(self, workdir: Path, commit_interval_ms: float = 0) -> None:
-        data = workdir / ("hub-data" if not commit_interval_ms else f"hub-data-{commit_interval_ms:g}ms")
-        if commit_interval_ms:
-            self.name = f"tm {commit_interval_ms:g}ms"
+    def __init__(self, workdir: Path, commit_delay_ms: float | None = None) -> None:
+        """``commit_delay_ms``: None keeps the hub's default."""
+        data = workdir / "hub-data"
         # The embedding graph is a separate subscriber with its own model; it is not part of the
         # y-websocket path compared here (and the Node server has nothing like it).
-        env = {"TINYMORPH_GRAPH_ENABLED": "false", "TINYMORPH_COMMIT_INTERVAL_MS": str(commit_interval_ms)}
+        env = {"TINYMORPH_GRAPH_ENABLED": "false"}
+        if commit_delay_ms is not None:
+            self.name = f"tm {commit_delay_ms:g}ms"
+            data = workdir / f"hub-data-{commit_delay_ms:g}ms"
+            env["TINYMORPH_COMMIT_DELAY_MS"] = str(commit_delay_ms)
         self.hub = HubProcess(data, db=f"sqlite:///{data / 'bench.db'}", env=env).start(timeout=60)
         self.proc, self.port = self.hub.proc, self.hub.port
 
@@ -331,7 +336,9 @@ def ratio(a: float, b: float) -> str:
 
 def print_load_table(rows: list[tuple[list[LoadResult], LoadResult | None]]) -> None:
     print("\nFan-out load: N clients x M edits on one document (tests/js/loadgen.mjs, stock y-websocket clients)")
-    print("  tinymorph: durable log on (SQLite, group commit); node: @y/websocket-server 0.1.1, in memory")
+    d = Settings()
+    print(f"  tinymorph: durable log on (SQLite, group commit, commit delay {d.commit_delay_ms:g} ms / group of "
+          f"{d.commit_group_size}); node: @y/websocket-server 0.1.1, in memory")
     head = (f"{'scenario':<26}{'server':<11}{'deliveries':>11}{'deliv/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
             f"{'CPU s':>8}{'CPU us/deliv':>14}{'converged':>11}")
     print(head)
@@ -397,9 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-load", action="store_true", help="skip the fan-out load scenarios")
     ap.add_argument("--timeout", type=float, default=120, help="per scenario, seconds")
     ap.add_argument("--only", choices=["paced", "burst"], help="run only the paced or only the burst scenarios")
-    ap.add_argument("--window-ms", type=float, default=40,
-                    help="also run the paced scenario against a hub whose commits are spaced this far apart "
-                         "(TINYMORPH_COMMIT_INTERVAL_MS), to show the CPU/latency trade; 0: skip")
+    ap.add_argument("--also-delay-ms", type=float, default=0,
+                    help="also run the paced scenario against a hub with this commit delay "
+                         "(TINYMORPH_COMMIT_DELAY_MS; default 0, a commit per update), to show the CPU/latency "
+                         "trade; negative: skip")
     ap.add_argument("--reps", type=int, default=1,
                     help="repeat each scenario (hub and node back to back each time); the table shows every "
                          "repetition and the median CPU ratio")
@@ -423,9 +431,9 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(hub)
             chosen = [] if args.no_load else [sc for sc in scenarios if args.only in (None, sc.mode)]
             paced = any(sc.mode == "paced" for sc in chosen)
-            windowed = HubServer(work, args.window_ms) if args.window_ms and paced else None
-            if windowed:
-                servers.append(windowed)
+            delayed = HubServer(work, args.also_delay_ms) if args.also_delay_ms >= 0 and paced else None
+            if delayed:
+                servers.append(delayed)
             node = None if args.no_node else NodeServer(work)
             if node:
                 servers.append(node)
@@ -441,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(max(1, args.reps)):
                     # all servers back to back per scenario, so drift in the machine's load hits them alike
                     hubs = [run_load(hub, sc, args.timeout)]
-                    if windowed and sc.mode == "paced":
-                        hubs.append(run_load(windowed, sc, args.timeout))
+                    if delayed and sc.mode == "paced":
+                        hubs.append(run_load(delayed, sc, args.timeout))
                     n = run_load(node, sc, args.timeout) if node else None
                     rows.append((hubs, n))
             if rows:

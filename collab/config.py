@@ -43,12 +43,12 @@ class Settings:
     token_ttl_s: int = 30 * 24 * 3600
     #: Largest websocket message accepted, in bytes; larger ones close the socket with 1009.
     max_message_bytes: int = 8 * 1024 * 1024
-    #: Group commit: every update that arrives while a commit is in progress goes into the next
-    #: transaction. An interval > 0 also starts commits at most this often (an update after a
-    #: quiet spell still commits at once). Measured on the paced bench (8 writers x 10 edits/s):
-    #: 40 ms cuts CPU per delivery ~25% but takes p50 latency from ~2 ms to ~22 ms, and 15 ms
-    #: costs more CPU than it saves, so the default is 0.
-    commit_interval_ms: float = 0.0
+    #: Group commit (see journal.py): updates that arrive in one loop turn or while a commit runs
+    #: share a transaction. In a busy room (updates less than ``commit_delay_ms`` apart) an update
+    #: also waits until ``commit_group_size`` are waiting or it has waited ``commit_delay_ms``; an
+    #: update after a quiet spell commits at once. ``commit_delay_ms = 0``: a commit per update.
+    commit_delay_ms: float = 40.0
+    commit_group_size: int = 3
     commit_max_batch: int = 2000
     #: A snapshot (merged state) is written after this many log entries since the last one.
     snapshot_every: int = 500

@@ -55,7 +55,8 @@ class Hub:
             self.store,
             on_commit=self._committed,
             on_fail=self._failed,
-            interval_s=self.settings.commit_interval_ms / 1000,
+            delay_s=self.settings.commit_delay_ms / 1000,
+            group_size=self.settings.commit_group_size,
             max_batch=self.settings.commit_max_batch,
         )
         self.rooms = Rooms(

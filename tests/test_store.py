@@ -91,7 +91,7 @@ def test_inline_appends_commit_and_survive_a_refused_batch(tmp_path):
     assert not Store(f"sqlite:///{tmp_path / 'full.db'}", sqlite_synchronous="FULL").can_append_inline
 
 
-async def test_journal_interval_commits_a_lone_update_at_once_and_batches_the_rest(tmp_path):
+async def test_journal_commit_delay_groups_a_busy_rooms_updates_and_never_holds_a_lone_one(tmp_path):
     import asyncio
     import time
 
@@ -100,26 +100,40 @@ async def test_journal_interval_commits_a_lone_update_at_once_and_batches_the_re
     store = Store(f"sqlite:///{tmp_path / 'j.db'}")
     store.migrate()
     doc = store.create_document("t", "a")["id"]
-    updates, _ = _edits(4)
+    updates, _ = _edits(6)
     batches: list[list[int]] = []
     journal = Journal(store, on_commit=lambda b: batches.append([e.seq for e in b]),
-                      on_fail=lambda b, e: None, interval_s=0.5)
+                      on_fail=lambda b, e: None, delay_s=0.5, group_size=3)
     journal.start()
     entry = lambda i: LogEntry(doc, i, updates[i - 1], "a", "A", "human")  # noqa: E731
-    journal.append(entry(1))
+
+    journal.append(entry(1))  # after a quiet spell: committed at once
     await journal.drain()
+    assert batches == [[1]]
+
     t0 = time.monotonic()
-    journal.append(entry(2))  # within the interval: these two wait for it and share one transaction
+    journal.append(entry(2))  # right behind it: the room is busy, so this one waits for company
+    await asyncio.sleep(0.05)
+    assert batches == [[1]] and store.last_seq(doc) == 1
     journal.append(entry(3))
+    journal.append(entry(4))  # the third waiting: the group is full and commits without the delay
     await journal.drain()
-    assert time.monotonic() - t0 >= 0.3
-    await asyncio.sleep(0.6)  # a quiet spell longer than the interval
+    assert batches == [[1], [2, 3, 4]]
+    assert time.monotonic() - t0 < 0.4
+
     t0 = time.monotonic()
-    journal.append(entry(4))
+    journal.append(entry(5))  # busy again, and nothing follows: it waits the delay, no longer
     await journal.drain()
-    assert time.monotonic() - t0 < 0.45  # committed without waiting out an interval
-    assert batches == [[1], [2, 3], [4]]
-    assert store.last_seq(doc) == 4
+    assert batches[-1] == [5]
+    assert 0.4 <= time.monotonic() - t0 < 2
+
+    await asyncio.sleep(0.6)  # a quiet spell longer than the delay
+    t0 = time.monotonic()
+    journal.append(entry(6))
+    await journal.drain()
+    assert time.monotonic() - t0 < 0.4  # committed without waiting
+    assert batches == [[1], [2, 3, 4], [5], [6]]
+    assert store.last_seq(doc) == 6
     await journal.stop()
     store.close()
 
