@@ -44,7 +44,7 @@ class Settings:
     #: Largest websocket message accepted, in bytes; larger ones close the socket with 1009.
     max_message_bytes: int = 8 * 1024 * 1024
     #: Group commit (see journal.py): updates that arrive in one loop turn or while a commit runs
-    #: share a transaction. In a busy room (updates less than ``commit_delay_ms`` apart) an update
+    #: share a transaction. While updates stream in (less than ``commit_delay_ms`` apart) an update
     #: also waits until ``commit_group_size`` are waiting or it has waited ``commit_delay_ms``; an
     #: update after a quiet spell commits at once. ``commit_delay_ms = 0``: a commit per update.
     commit_delay_ms: float = 40.0

@@ -7,10 +7,11 @@ many updates in one transaction:
 - **Natural grouping.** Everything appended in one loop turn, or while a commit is running,
   shares the next commit (a burst: hundreds of updates per commit).
 - **Commit delay** (``delay_s``, ``group_size``; MySQL's ``binlog_group_commit_sync_delay`` and
-  ``..._no_delay_count``). In a busy room (this update arrived less than ``delay_s`` after the
-  previous one) an update waits until ``group_size`` updates are waiting, or until the oldest
-  has waited ``delay_s``, whichever is first; then they all commit together, in the loop turn of
-  the arrival that completed the group (no wake-up of its own). An update after a quiet spell
+  ``..._no_delay_count``). While updates stream in (this one arrived less than ``delay_s`` after
+  the previous one, in any room: they all share the log) an update waits until ``group_size``
+  updates are waiting, or until the oldest has waited ``delay_s``, whichever is first; then they
+  all commit together, in the loop turn of the arrival that completed the group (no wake-up of
+  its own). An update after a quiet spell
   commits at once, so a lone typist never waits. Why: on the paced bench a commit per keystroke
   is a third of the hub's CPU (SQLite's commit path runs cold after every idle wake-up); in a
   room of 8 people typing, a group of 3 costs remote peers at most two keystroke gaps.
