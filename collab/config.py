@@ -50,6 +50,8 @@ class Settings:
     commit_delay_ms: float = 40.0
     commit_group_size: int = 3
     commit_max_batch: int = 2000
+    #: Backpressure: every socket stops reading while this many updates wait for the database.
+    commit_max_pending: int = 20000
     #: A snapshot (merged state) is written after this many log entries since the last one.
     snapshot_every: int = 500
     #: How long an empty room stays in memory before it is evicted.

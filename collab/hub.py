@@ -58,6 +58,7 @@ class Hub:
             delay_s=self.settings.commit_delay_ms / 1000,
             group_size=self.settings.commit_group_size,
             max_batch=self.settings.commit_max_batch,
+            max_pending=self.settings.commit_max_pending,
         )
         self.rooms = Rooms(
             self.store,

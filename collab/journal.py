@@ -70,6 +70,8 @@ class Journal:
         self._idle.set()
         self._space = asyncio.Event()
         self._space.set()
+        #: The longest the queue got while it was full (reported when it has room again).
+        self._peak = 0
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: A `_commit_soon` callback is scheduled; the writer task is between wake-up and idle.
@@ -86,7 +88,7 @@ class Journal:
         self._queue.append(entry)
         self._idle.clear()
         if len(self._queue) >= self.max_pending:
-            self._space.clear()
+            self._mind_space()
         now = self._loop.time()
         busy = now - self._last_append < self.delay_s
         self._last_append = now
@@ -125,15 +127,28 @@ class Journal:
                 self._wakeup.set()
             return
         self._queue = []
-        self._space.set()
+        self._mind_space()
         if not self._append_inline(queue):  # the writer task takes it, still first in line
             self._queue[:0] = queue
-            if len(self._queue) >= self.max_pending:
-                self._space.clear()
+            self._mind_space()
             self._wakeup.set()
             return
         if not self._queue:
             self._idle.set()
+
+    def _mind_space(self) -> None:
+        """Backpressure on or off, by the queue's length; said in the log, as it means the
+        database is far behind and every socket has stopped reading."""
+        waiting = len(self._queue)
+        if waiting >= self.max_pending:
+            if self._space.is_set():
+                self._space.clear()
+                log.warning("%d updates wait for the database: sockets pause reading", waiting)
+            self._peak = max(self._peak, waiting)
+        elif not self._space.is_set():
+            self._space.set()
+            log.warning("the database caught up (at most %d updates waited): sockets read again", self._peak)
+            self._peak = 0
 
     async def wait_for_space(self) -> None:
         """Backpressure: a reader pauses here while the database is far behind."""
@@ -160,8 +175,7 @@ class Journal:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             if not self._queue:
                 self._wakeup.clear()
-            if len(self._queue) < self.max_pending:
-                self._space.set()
+            self._mind_space()
             if batch:
                 await self._commit(batch)
             if not self._queue:

@@ -121,6 +121,51 @@ async def test_relays_updates_only_after_they_are_durable(hub):
     await b.close()
 
 
+async def test_a_database_far_behind_pauses_reading_and_loses_nothing(tmp_path):
+    """Backpressure on the direct path: while another process holds SQLite's write lock the
+    journal fills to ``commit_max_pending``, the socket stops being read (the queue never grows
+    much past the limit though the client sends six times as much), and once the lock goes
+    every update commits in order and reaches the other peer."""
+    import re
+    import sqlite3
+
+    from collab.store import Store
+    from collab.testing import HubProcess
+
+    limit, edits = 50, 300
+    hub = HubProcess(tmp_path / "hub", env={"TINYMORPH_COMMIT_MAX_PENDING": str(limit)}).start()
+    try:
+        doc_id, _ = hub.create_doc("backpressure")
+        a = await _connected(hub, doc_id)
+        b = await _connected(hub, doc_id)
+        blocker = sqlite3.connect(hub.data_dir / "tinymorph.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the write lock: every commit of the hub now waits
+        for i in range(edits):
+            a.text.insert(len(a.text), f"{i},")
+        await a.flush()
+        deadline = time.monotonic() + 15
+        while "sockets pause reading" not in hub.log() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert "sockets pause reading" in hub.log(), hub.log()[-2000:]
+        await asyncio.sleep(0.5)
+        assert not str(b.text)  # nothing is relayed before it is committed
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await b.wait_for(lambda: str(b.text) == str(a.text), timeout=30)
+        peak = re.search(r"at most (\d+) updates waited", hub.log())
+        assert peak, hub.log()[-2000:]
+        assert limit <= int(peak.group(1)) <= limit + 5
+        store = Store(f"sqlite:///{hub.data_dir / 'tinymorph.db'}")
+        try:
+            assert [r.seq for r in store.updates(doc_id)] == list(range(1, edits + 1))
+        finally:
+            store.close()
+        await a.close()
+        await b.close()
+    finally:
+        hub.stop()
+
+
 async def test_revoked_token_is_closed_within_a_second(hub):
     doc_id, owner = hub.create_doc("revoke")
     status, body = hub.request("POST", f"/api/docs/{doc_id}/tokens", {"role": "editor", "name": "temp"}, owner)
