@@ -446,13 +446,13 @@ def main(argv: list[str] | None = None) -> int:
                 for s in servers:
                     run_load(s, warm, args.timeout)
             for sc in chosen:
-                for _ in range(max(1, args.reps)):
-                    # all servers back to back per scenario, so drift in the machine's load hits them alike
-                    hubs = [run_load(hub, sc, args.timeout)]
-                    if delayed and sc.mode == "paced":
-                        hubs.append(run_load(delayed, sc, args.timeout))
-                    n = run_load(node, sc, args.timeout) if node else None
-                    rows.append((hubs, n))
+                for rep in range(max(1, args.reps)):
+                    # All servers back to back per scenario, so drift in the machine's load hits them
+                    # alike, in the reverse order every other repetition: whoever runs first after
+                    # another server's run measured differently (+-20 %) than whoever runs last.
+                    order = [s for s in servers if s is not delayed or sc.mode == "paced"]
+                    got = {s.name: run_load(s, sc, args.timeout) for s in (order if rep % 2 == 0 else order[::-1])}
+                    rows.append(([got[s.name] for s in order if s is not node], got.get(node.name) if node else None))
             if rows:
                 print_load_table(rows)
                 if args.reps > 1:

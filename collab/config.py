@@ -48,7 +48,7 @@ class Settings:
     #: also waits until ``commit_group_size`` are waiting or it has waited ``commit_delay_ms``; an
     #: update after a quiet spell commits at once. ``commit_delay_ms = 0``: a commit per update.
     commit_delay_ms: float = 40.0
-    commit_group_size: int = 3
+    commit_group_size: int = 4
     commit_max_batch: int = 2000
     #: Backpressure: every socket stops reading while this many updates wait for the database.
     commit_max_pending: int = 20000

@@ -14,7 +14,7 @@ many updates in one transaction:
   its own). An update after a quiet spell
   commits at once, so a lone typist never waits. Why: on the paced bench a commit per keystroke
   is a third of the hub's CPU (SQLite's commit path runs cold after every idle wake-up); in a
-  room of 8 people typing, a group of 3 costs remote peers at most two keystroke gaps.
+  room of 8 people typing, a group of 4 costs remote peers at most three keystroke gaps.
 
 Small batches on SQLite without fsync commit on the event loop, from a callback at the end of
 the loop turn (cheaper than a hop to a worker thread or a task wake-up); large batches, remote
