@@ -409,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(TINYMORPH_COMMIT_DELAY_MS; default 0, a commit per update), to show the CPU/latency "
                          "trade; negative: skip")
     ap.add_argument("--reps", type=int, default=1,
-                    help="repeat each scenario (hub and node back to back each time); the table shows every "
-                         "repetition and the median CPU ratio")
+                    help="repeat each scenario (all servers back to back each time, in the reverse order every "
+                         "other time); the table shows every repetition and the median CPU ratio")
     args, _unknown = ap.parse_known_args(argv)  # tolerate flags meant for other benches (python -m bench)
     node_bin()
 
@@ -431,9 +431,9 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(hub)
             chosen = [] if args.no_load else [sc for sc in scenarios if args.only in (None, sc.mode)]
             paced = any(sc.mode == "paced" for sc in chosen)
-            delayed = HubServer(work, args.also_delay_ms) if args.also_delay_ms >= 0 and paced else None
-            if delayed:
-                servers.append(delayed)
+            alt = HubServer(work, args.also_delay_ms) if args.also_delay_ms >= 0 and paced else None
+            if alt:
+                servers.append(alt)
             node = None if args.no_node else NodeServer(work)
             if node:
                 servers.append(node)
@@ -448,9 +448,9 @@ def main(argv: list[str] | None = None) -> int:
             for sc in chosen:
                 for rep in range(max(1, args.reps)):
                     # All servers back to back per scenario, so drift in the machine's load hits them
-                    # alike, in the reverse order every other repetition: whoever runs first after
-                    # another server's run measured differently (+-20 %) than whoever runs last.
-                    order = [s for s in servers if s is not delayed or sc.mode == "paced"]
+                    # alike, in the reverse order every other repetition (in trials the order alone
+                    # moved the CPU ratio by up to a quarter).
+                    order = [s for s in servers if s is not alt or sc.mode == "paced"]
                     got = {s.name: run_load(s, sc, args.timeout) for s in (order if rep % 2 == 0 else order[::-1])}
                     rows.append(([got[s.name] for s in order if s is not node], got.get(node.name) if node else None))
             if rows:
