@@ -11,10 +11,10 @@ many updates in one transaction:
   the previous one, in any room: they all share the log) an update waits until ``group_size``
   updates are waiting, or until the oldest has waited ``delay_s``, whichever is first; then they
   all commit together, in the loop turn of the arrival that completed the group (no wake-up of
-  its own). An update after a quiet spell
-  commits at once, so a lone typist never waits. Why: on the paced bench a commit per keystroke
-  is a third of the hub's CPU (SQLite's commit path runs cold after every idle wake-up); in a
-  room of 8 people typing, a group of 4 costs remote peers at most three keystroke gaps.
+  its own). An update after a quiet spell commits at once, so a lone typist never waits. Why: on
+  the paced bench a commit per keystroke is a third of the hub's CPU (SQLite's commit path runs
+  cold after every idle wake-up); in a room of 8 people typing, a group of 4 costs remote peers
+  at most three keystroke gaps.
 
 Small batches on SQLite without fsync commit on the event loop, from a callback at the end of
 the loop turn (cheaper than a hop to a worker thread or a task wake-up); large batches, remote
@@ -90,9 +90,9 @@ class Journal:
         if len(self._queue) >= self.max_pending:
             self._mind_space()
         now = self._loop.time()
-        busy = now - self._last_append < self.delay_s
+        streaming = now - self._last_append < self.delay_s
         self._last_append = now
-        if not busy or len(self._queue) >= self.group_size:
+        if not streaming or len(self._queue) >= self.group_size:
             self._schedule()
         elif self._held is None and not self._soon:  # the first to wait: it waits delay_s at most
             self._held = self._loop.call_at(now + self.delay_s, self._release)
@@ -109,8 +109,7 @@ class Journal:
     def _release(self) -> None:
         """The oldest held update has waited ``delay_s``: commit what is waiting now."""
         self._held = None
-        if not self._soon:
-            self._soon = True
+        if not self._soon:  # else the callback already scheduled for this turn takes them
             self._commit_soon()
 
     @property
