@@ -680,7 +680,7 @@ def test_agent_run_from_the_panel_streams_into_both_browsers(agent_web, pages):
     for p in (alice, bob):
         assert p.eval(RECORD)
 
-    _open_agent_panel(alice, 40)
+    _open_agent_panel(alice, 64)
     alice.click("[data-action=run-agent]")
     alice.wait("() => ['streaming', 'done', 'failed'].includes(document.querySelector('.agents .run-status').dataset.status)",
                what="the run to start writing", timeout=AGENT_RUN_S)
@@ -702,19 +702,24 @@ def test_agent_run_from_the_panel_streams_into_both_browsers(agent_web, pages):
     assert alice.eval("() => [document.querySelector('[data-action=run-agent]').disabled, "
                       "document.querySelector('[data-action=cancel-run]').disabled]") == [False, True]  # ready again
 
+    # The agent wrote in steps (word-sized updates, one per FLUSH_EVERY_S at most): the log has
+    # each one. How many depends on how fast the model was and where it stopped (a paragraph can
+    # end after ten words), so the browsers are held to what the log shows, not to a fixed count.
+    entries = web.request("GET", f"/api/docs/{doc_id}/history?kind=agent", None, owner)[1]["entries"]
+    assert all(e["author_id"] == "plain" and e["run_id"] == run["id"] for e in entries), entries
+    steps = [e for e in entries if e["inserted"]]
+    assert len(steps) >= 2, entries  # streamed, not written in one go at the end
     done_at = next(at for at, s in alice.eval("() => window.__rec.statuses") if s == "done")
     for p in (alice, bob):
         rec = p.eval("() => window.__rec")
-        # progressive: several partial versions of the agent's text, each a prefix of the final
-        # one, were on screen before the panel reported the run done
+        # progressive: partial versions of the agent's text, each a prefix of the final one, were
+        # on screen before the panel reported the run done (every step but the last, up to two)
         partial = {t for at, t in rec["texts"] if at < done_at and OPENING in t and len(OPENING) < len(t) < len(final)}
-        assert len({len(t) for t in partial}) >= 2, (p.name, rec["texts"])
+        assert len({len(t) for t in partial}) >= min(2, len(steps) - 1), (p.name, rec["texts"], steps)
         assert all(final.startswith(t) for t in partial), (p.name, partial)
         assert "Plain" in rec["agents"], (p.name, rec["agents"])  # its presence says kind: agent
         assert any("Plain" in li and "agent" in li for li in rec["listed"]), (p.name, rec["listed"])
     assert [s for _at, s in alice.eval("() => window.__rec.statuses")][-1] == "done"
-    entries = web.request("GET", f"/api/docs/{doc_id}/history?kind=agent", None, owner)[1]["entries"]
-    assert len(entries) >= 2 and all(e["author_id"] == "plain" and e["run_id"] == run["id"] for e in entries), entries
 
 
 def test_cancel_from_the_panel_stops_the_run(agent_web, pages):
