@@ -110,22 +110,31 @@ async def test_sigkill_mid_run_is_redelivered_and_completes_exactly_once(deploym
     hub, spawn = deployment
     doc_id, client = await _doc(hub)
     try:
-        first = spawn("doomed")
-        run_id = start_run(hub, doc_id, {"agent": "plain", "task": "continue", "mode": "direct",
-                                         "options": {"max_tokens": 48, "temperature": 1.0}})
-        await await_until(lambda: len(str(client.text)) > len(OPENING) + 3, "the first words", 180)
-        first.kill()
-        partial = str(client.text)[len(OPENING):]
-        assert get_run(hub, doc_id, run_id)["status"] in ("running", "streaming")
+        # Kill the worker as soon as the run's first words show. The model may end its paragraph
+        # (a few words can be a whole run) before the kill lands: then the run is done and proves
+        # nothing, so start another from the text as it now is, a few times at most.
+        for attempt in range(3):
+            before = str(client.text)
+            first = spawn(f"doomed{attempt}")
+            run_id = start_run(hub, doc_id, {"agent": "plain", "task": "continue", "mode": "direct",
+                                             "options": {"max_tokens": 96, "temperature": 1.0}})
+            await await_until(lambda: len(str(client.text)) > len(before) + 3, "the first words", 180)
+            first.kill()
+            if get_run(hub, doc_id, run_id)["status"] in ("running", "streaming"):
+                break
+        else:
+            pytest.fail("three runs in a row finished before their worker could be killed")
+        partial = str(client.text)[len(before):]
         second = spawn("rescuer")
         run = await run_finished(hub, doc_id, run_id, timeout=240)
         assert run["status"] == "done", (run, second.log()[-3000:])
         assert run["attempts"] >= 2
         written = run["result"]["text"]
         await await_until(lambda: client.doc.get("agent_runs", type=Map)[run_id]["status"] == "done", "done mark", 30)
-        # exactly once: the document is the opening plus the final attempt's text, nothing else
-        assert str(client.text) == OPENING + written, (partial, written, str(client.text))
-        agent_runs = {e["meta"].get("token_id") for e in log_entries(hub.data_dir, doc_id) if e["author_kind"] == "agent"}
+        # exactly once: the document is the text before the run plus the final attempt's text
+        assert str(client.text) == before + written, (partial, written, str(client.text))
+        agent_runs = {e["meta"].get("token_id") for e in log_entries(hub.data_dir, doc_id)
+                      if e["author_kind"] == "agent" and e["meta"].get("run_id") == run_id}
         assert len(agent_runs) >= 2  # two attempts wrote (each with its own token)
     finally:
         await client.close()
