@@ -79,6 +79,8 @@ class Peer:
         self.state = PeerState.OPEN
         #: Yjs client ids whose awareness this socket has announced (removed when it closes).
         self.client_ids: set[int] = set()
+        #: The last log sequence number this socket's updates were given (0: none yet).
+        self.last_seq = 0
         # Each item: (yjs_update_or_None, encoded_message). Updates can be merged while queued.
         self._queue: deque[tuple[bytes | None, bytes]] = deque()
         self._close: tuple[int, str] | None = None

@@ -70,6 +70,9 @@ class Room:
         self.snapshot_seq = loaded.snapshot_seq
         self.refs = 0
         self._origins: dict[int, Peer] = {}
+        #: Presence messages waiting for their sender's updates up to ``seq`` to be relayed:
+        #: (seq, message, excluded peer). See ``_relay_presence``.
+        self._held: list[tuple[int, bytes, Peer | None]] = []
         #: What each transaction on ``doc`` changed, as pycrdt encodes it (only what was new).
         self._changes: list[bytes] = []
         self.doc.observe(lambda event: self._changes.append(event.update))
@@ -110,7 +113,7 @@ class Room:
         gone = [cid for cid in peer.client_ids if cid in self.awareness.states]
         if gone:
             self.awareness.remove_awareness_states(gone, "close")
-            self._broadcast(awareness_message(self.awareness.encode_awareness_update(gone)))
+            self._relay_presence(peer, awareness_message(self.awareness.encode_awareness_update(gone)), exclude=None)
         self._publish("participant.left", peer.identity, peers=len(self.peers), client_ids=sorted(peer.client_ids))
 
     # -- incoming -------------------------------------------------------------------------
@@ -159,6 +162,7 @@ class Room:
         entry = LogEntry(self.doc_id, self.seq, update, ident.user_id, ident.name, ident.kind, client_id, meta=meta)
         if origin is not None:
             self._origins[self.seq] = origin
+            origin.last_seq = self.seq
         self.rooms.journal.append(entry)
         return self.seq
 
@@ -185,7 +189,29 @@ class Room:
         peer.client_ids.difference_update(changed.get("removed", ()))
         ids = [*changed.get("added", ()), *changed.get("updated", ()), *changed.get("removed", ())]
         if ids:
-            self._broadcast(awareness_message(self.awareness.encode_awareness_update(ids)), exclude=peer)
+            self._relay_presence(peer, awareness_message(self.awareness.encode_awareness_update(ids)), exclude=peer)
+
+    def _relay_presence(self, sender: Peer, message: bytes, exclude: Peer | None) -> None:
+        """Relay a presence change, but never ahead of the sender's own earlier updates.
+
+        Updates are relayed only once committed (a few ms later, more with a commit delay), while
+        presence needs no commit. Sent at once, a cursor would point into text the others do not
+        have yet, and a departing agent's presence would vanish before its last words arrive.
+        Holding it until those updates are applied keeps each sender's messages in the order it
+        sent them, as a relay that commits nothing (the Node server) does."""
+        if sender.last_seq > self.applied_seq:
+            self._held.append((sender.last_seq, message, exclude))
+        else:
+            self._broadcast(message, exclude=exclude)
+
+    def _release_presence(self, upto: int) -> None:
+        """Relay held presence whose updates up to ``upto`` are applied (or refused)."""
+        if not self._held:
+            return
+        ready = [h for h in self._held if h[0] <= upto]
+        self._held = [h for h in self._held if h[0] > upto]
+        for _seq, message, exclude in ready:
+            self._broadcast(message, exclude=exclude, later=True)
 
     # -- after commit ---------------------------------------------------------------------
 
@@ -207,6 +233,7 @@ class Room:
                 j += 1
             self._apply_run(entries[i:j], origin)
             i = j
+        self._release_presence(self.applied_seq)
         for peer in self.peers:  # the relayed updates were queued with later=True
             if peer.has_queued:
                 peer.flush()
@@ -261,6 +288,10 @@ class Room:
         """The database refused this update: it was never applied or relayed. The sender's client
         still has it and re-sends it through sync on reconnect, so close that socket."""
         origin = self._origins.pop(entry.seq, None)
+        self._release_presence(max(self.applied_seq, entry.seq))
+        for peer in self.peers:
+            if peer.has_queued:
+                peer.flush()
         if origin is not None:
             origin.close(1011, "storage unavailable; reconnect to resend your changes")
 

@@ -101,14 +101,14 @@ async def test_continue_streams_live_attributed_and_anchored(hub):
     doc_id, owner, client = await _doc_with(hub, OPENING)
     versions: list[str] = []
     sub = client.text.observe(lambda _e: versions.append(str(client.text)))  # noqa: F841 - kept alive
-    seen_agents: list[dict] = []
+    seen_agents: list[dict] = []  # every agent presence the person's client was shown, in order
+    client.awareness.observe(lambda topic, _c: topic == "change" and seen_agents.extend(agent_presences(client.peers)))
     try:
         run_id = start_run(hub, doc_id, {"agent": "plain", "task": "continue", "mode": "direct",
                                          "anchor": relative_position(client.doc, len(OPENING), 0),
                                          "options": {"max_tokens": 32, "steering": INLINE_STEERING}})
         # while the agent writes, a person types at the start of the document
         await await_until(lambda: len(versions) > 0, "the agent's first words", 120)
-        seen_agents.extend(agent_presences(client.peers))
         client.text.insert(0, "Prologue. ")
         await client.flush()
         run = await run_finished(hub, doc_id, run_id)
@@ -122,6 +122,7 @@ async def test_continue_streams_live_attributed_and_anchored(hub):
     agent_versions = [v for v in versions if not v.startswith("Prologue. ") or v.endswith(written)]
     assert 2 <= len(set(versions)) <= run["result"]["chars"], "streamed in several word-sized updates"
     assert seen_agents and seen_agents[0]["user"]["name"] == "Plain" and seen_agents[0]["status"] in ("thinking", "writing")
+    assert {s["status"] for s in seen_agents} & {"writing", "done"}, seen_agents  # its presence followed its work
     assert agent_versions
     agent_entries = [e for e in log_entries(hub.data_dir, doc_id) if e["author_kind"] == "agent"]
     assert len(agent_entries) >= 2

@@ -39,6 +39,33 @@ async def test_two_clients_converge_and_see_presence(hub):
     await c.close()
 
 
+async def test_presence_never_overtakes_the_senders_own_updates(hub):
+    """Updates wait for their commit (grouped while a peer types fast); presence does not. A
+    cursor sent after some typing must still reach the others after that typing, and a leaving
+    writer's presence must vanish only after its last words arrived."""
+    doc_id, _ = hub.create_doc("order")
+    a = await _connected(hub, doc_id, presence={"user": {"name": "ada"}, "at": 0})
+    b = await _connected(hub, doc_id)
+    await b.wait_for(lambda: bool(b.peers))
+    seen: list[tuple[object, str]] = []  # (ada's presence, b's text) at each presence change b gets
+    b.awareness.observe(lambda topic, _c: topic == "change" and seen.append(
+        (next(iter(b.peers.values()), None), str(b.text))))
+    for rounds in range(3):  # keystrokes well inside the commit delay, then the cursor moves
+        for ch in "word ":
+            a.text.insert(len(a.text), ch)
+            await a.flush()
+        a.set_presence({"user": {"name": "ada"}, "at": len(a.text)})
+        await a.flush()
+    final = str(a.text)
+    await a.close()
+    await b.wait_for(lambda: not b.peers and str(b.text) == final)
+    moves = [(p["at"], text) for p, text in seen if p is not None]
+    assert [at for at, _ in moves] == [5, 10, 15], seen
+    assert all(len(text) >= at for at, text in moves), seen  # each cursor arrived after its text
+    assert seen[-1] == (None, final), seen  # gone only after the last words
+    await b.close()
+
+
 async def test_restart_restores_document_byte_for_byte(tmp_path):
     from collab.testing import HubProcess
 
