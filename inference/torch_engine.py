@@ -20,7 +20,7 @@ import numpy as np
 
 from ._modelfiles import load_norms, model_key, reference_texts, save_norms
 from ._sampling import sample
-from .engines import Backend, Engine, RunStats, SamplingParams, rng_for
+from .engines import Backend, Engine, GenerationRequest, RunStats, SamplingParams, rng_for
 from .exceptions import BackendUnavailable, InvalidRequest
 from .steering import Intervention, ModelInfo, ResolvedSteering, Scope, apply_interventions
 
@@ -209,6 +209,30 @@ class TorchEngine(Engine):
                  for layer in range(n_layers)]
         save_norms(key, self.data_dir, norms)
         return tuple(norms)
+
+    def score(self, request: GenerationRequest, token_ids: Sequence[int]) -> np.ndarray:
+        """Logits before each of ``token_ids`` given the request's prompt and the tokens before it
+        (teacher forcing), steered as a generation would be: ``(len(token_ids), vocab)``.
+
+        How the reference judges another backend's output. llama.cpp multiplies 8-bit-quantised
+        activations by the 4-bit weights, we use float32: greedy decoding on the two parts ways
+        at near-ties, so parity is whether the other backend ever picked a token this one scores
+        clearly below its best, not whether the strings are equal."""
+        import torch
+        from transformers import DynamicCache
+
+        ids, _params, steering = self.prepare(request)
+        tokens = list(token_ids)
+        generating = [False]
+        with self._lock, torch.inference_mode(), self._hooks(steering, generating):
+            out = self.model(input_ids=torch.tensor([ids]), past_key_values=DynamicCache(),
+                             use_cache=True, logits_to_keep=1)
+            rows = [out.logits[0, -1:]]
+            generating[0] = True  # the forced tokens are generated ones, as in _run
+            if len(tokens) > 1:
+                rows.append(self.model(input_ids=torch.tensor([tokens[:-1]]), past_key_values=out.past_key_values,
+                                       use_cache=True).logits[0])
+        return torch.cat(rows).float().numpy()[: len(tokens)]
 
     # -- generation -----------------------------------------------------------------------------
     def _run(self, ids: list[int], params: SamplingParams, steering: ResolvedSteering,

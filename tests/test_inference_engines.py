@@ -9,9 +9,9 @@ import pytest
 
 from inference import (ContextOverflow, GenerationRequest, InvalidRequest, LayerOutOfRange,
                        SamplingParams, SteeringSpec, UnknownVector, UnsupportedSteering)
-from inference_support import CHAT, inference
+from inference_support import CHAT, NEAR_TIE, inference, reference_gaps
 
-N = 12  # tokens compared between backends: Q4_1 arithmetic vs de-quantized float32 drifts later
+N = 12  # tokens generated per comparison
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +24,29 @@ def torch_engine():
     return inference().engine(f"{inference().base_name}@torch")
 
 
-def gen(engine, steering=None, messages=CHAT, **params):
+def request(steering=None, messages=CHAT, **params) -> GenerationRequest:
     params.setdefault("max_tokens", N)
-    return engine.generate(GenerationRequest(messages=messages, params=SamplingParams(**params),
-                                             steering=SteeringSpec.from_json(steering)))
+    return GenerationRequest(messages=messages, params=SamplingParams(**params), steering=SteeringSpec.from_json(steering))
+
+
+def gen(engine, steering=None, messages=CHAT, **params):
+    return engine.generate(request(steering, messages, **params))
+
+
+def worst_gap(torch_engine, completion, steering=None, messages=CHAT) -> float:
+    """How far below the reference's best the worst of ``completion``'s tokens scores, under
+    ``steering``: 0 when the reference would have picked every one of them."""
+    return max(reference_gaps(torch_engine, request(steering, messages), completion.token_ids))
 
 
 def test_unsteered_greedy_tokens_match_across_backends(llama, torch_engine):
-    a, b = gen(llama), gen(torch_engine)
-    assert a.token_ids == b.token_ids and len(a.token_ids) == N
-    assert a.text == b.text and a.text.strip()
-    prompt = [{"role": "user", "content": "Write one sentence about cats."}]
-    assert gen(llama, messages=prompt).token_ids == gen(torch_engine, messages=prompt).token_ids
+    cats = [{"role": "user", "content": "Write one sentence about cats."}]
+    for messages in (CHAT, cats):
+        a, b = gen(llama, messages=messages), gen(torch_engine, messages=messages)
+        assert len(a.token_ids) == N and a.text.strip() and b.text.strip()
+        assert worst_gap(torch_engine, b, messages=messages) < 1e-4  # the referee is the reference's own greedy
+        assert worst_gap(torch_engine, a, messages=messages) < NEAR_TIE, (a.text, b.text)
+        assert a.token_ids[:3] == b.token_ids[:3]
 
 
 @pytest.mark.parametrize("steer", [
@@ -45,9 +56,10 @@ def test_unsteered_greedy_tokens_match_across_backends(llama, torch_engine):
 ])
 def test_steering_moves_both_backends_the_same_way(llama, torch_engine, steer):
     base = gen(llama)
-    a, b = gen(llama, steer), gen(torch_engine, steer)
+    a = gen(llama, steer)
     assert a.token_ids != base.token_ids, "steering changed nothing"
-    assert a.token_ids[:8] == b.token_ids[:8]
+    assert worst_gap(torch_engine, a, steer) < NEAR_TIE  # what the reference, steered alike, would write
+    assert worst_gap(torch_engine, a) > NEAR_TIE  # and not what it writes unsteered
 
 
 def test_formal_vector_makes_output_formal(llama):
@@ -62,7 +74,7 @@ def test_generation_scope_leaves_prompt_cache_unsteered(llama, torch_engine):
     gen(llama)  # warm an unsteered context with this prompt
     a = gen(llama, steer)
     assert a.usage.cached_tokens > 20  # the unsteered prompt KV was reused
-    assert a.token_ids == gen(torch_engine, steer).token_ids
+    assert worst_gap(torch_engine, a, steer) < NEAR_TIE  # steered from the first generated token on
     assert a.token_ids != gen(llama).token_ids
 
 
@@ -77,10 +89,15 @@ def test_warm_prefix_is_reused_and_gives_identical_output(llama):
     assert same.token_ids == first.token_ids  # reuse changes speed, not output
 
 
-def test_steered_and_unsteered_contexts_do_not_leak(llama):
-    base = gen(llama).token_ids
-    gen(llama, [{"source": "caa:concise", "strength": 0.4}])
-    assert gen(llama).token_ids == base
+def test_steered_and_unsteered_contexts_do_not_leak(llama, torch_engine):
+    """After a steered run the next unsteered one is unsteered. Not compared token for token with
+    an earlier run: llama.cpp evaluates a prompt served from another slot's cache in different
+    batches, which can flip a near-tie; the unsteered reference judges it instead."""
+    gen(llama)
+    steered = gen(llama, [{"source": "caa:concise", "strength": 0.4}])
+    after = gen(llama)
+    assert worst_gap(torch_engine, steered) > NEAR_TIE  # a leak would be caught
+    assert worst_gap(torch_engine, after) < NEAR_TIE
 
 
 def test_seeded_sampling_is_reproducible(llama):
