@@ -50,7 +50,7 @@ async def test_presence_never_overtakes_the_senders_own_updates(hub):
     seen: list[tuple[object, str]] = []  # (ada's presence, b's text) at each presence change b gets
     b.awareness.observe(lambda topic, _c: topic == "change" and seen.append(
         (next(iter(b.peers.values()), None), str(b.text))))
-    for rounds in range(3):  # keystrokes well inside the commit delay, then the cursor moves
+    for _ in range(3):  # keystrokes well inside the commit delay, then the cursor moves
         for ch in "word ":
             a.text.insert(len(a.text), ch)
             await a.flush()
