@@ -234,9 +234,7 @@ class Room:
             self._apply_run(entries[i:j], origin)
             i = j
         self._release_presence(self.applied_seq)
-        for peer in self.peers:  # the relayed updates were queued with later=True
-            if peer.has_queued:
-                peer.flush()
+        self._flush_peers()  # the relayed updates were queued with later=True
         if self.applied_seq - self.snapshot_seq >= self.rooms.settings.snapshot_every:
             self.rooms.schedule_snapshot(self)
 
@@ -289,9 +287,7 @@ class Room:
         still has it and re-sends it through sync on reconnect, so close that socket."""
         origin = self._origins.pop(entry.seq, None)
         self._release_presence(max(self.applied_seq, entry.seq))
-        for peer in self.peers:
-            if peer.has_queued:
-                peer.flush()
+        self._flush_peers()
         if origin is not None:
             origin.close(1011, "storage unavailable; reconnect to resend your changes")
 
@@ -302,6 +298,12 @@ class Room:
         for peer in self.peers:
             if peer is not exclude:
                 peer.send(message, update, later=later)
+
+    def _flush_peers(self) -> None:
+        """Send what was queued with ``later=True``: one flush per peer, not one per message."""
+        for peer in self.peers:
+            if peer.has_queued:
+                peer.flush()
 
     def _publish(self, topic: str, ident: Identity, **data: Any) -> None:
         self.rooms.bus.publish(

@@ -9,9 +9,14 @@ import pytest
 
 from inference import (ContextOverflow, GenerationRequest, InvalidRequest, LayerOutOfRange,
                        SamplingParams, SteeringSpec, UnknownVector, UnsupportedSteering)
-from inference_support import CHAT, NEAR_TIE, inference, reference_gaps
+from inference_support import CHAT, inference
 
 N = 12  # tokens generated per comparison
+#: Cross-backend parity tolerance, in logits. llama.cpp (8-bit activations x 4-bit weights) and the
+#: float32 reference part ways at near-ties; scored by the reference (teacher forcing), llama.cpp's
+#: greedy picks were at most 0.47 below the best token over 3 prompts x 5 steering specs, while a
+#: steered output scored as unsteered falls 3-15 below it. Halfway, on a log scale, is about 1.
+NEAR_TIE = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,8 @@ def gen(engine, steering=None, messages=CHAT, **params):
 def worst_gap(torch_engine, completion, steering=None, messages=CHAT) -> float:
     """How far below the reference's best the worst of ``completion``'s tokens scores, under
     ``steering``: 0 when the reference would have picked every one of them."""
-    return max(reference_gaps(torch_engine, request(steering, messages), completion.token_ids))
+    logits = torch_engine.score(request(steering, messages), completion.token_ids)
+    return max(float(logits[t].max() - logits[t][tok]) for t, tok in enumerate(completion.token_ids))
 
 
 def test_unsteered_greedy_tokens_match_across_backends(llama, torch_engine):
