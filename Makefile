@@ -13,14 +13,14 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml scripts/install-inference.sh | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[agents]'
 	bash scripts/install-inference.sh $(BIN)/pip
 	touch $@
 
 install: $(STAMP)
 
 $(TSTAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[agents,test]'
 	touch $@
 
 install-test: $(TSTAMP) js-deps

@@ -14,6 +14,8 @@ from typing import Any
 
 from pycrdt import Doc, StickyIndex, Text
 
+from collab.updates import decode_state_vector, edit_copy, first_item
+
 from .exceptions import InvalidAnchor
 
 __all__ = ["RelPos", "byte_index", "item_position", "relative_position", "resolve", "state_vector",
@@ -42,53 +44,14 @@ def _char_from_utf16(s: str, units: int) -> int:
     return len(s)
 
 
-def _varuint(buf: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            return value, pos
-
-
 def state_vector(doc: Doc) -> dict[int, int]:
     """client id → next clock (the decoded ``Y.encodeStateVector``)."""
-    buf = doc.get_state()
-    n, pos = _varuint(buf, 0)
-    out = {}
-    for _ in range(n):
-        client, pos = _varuint(buf, pos)
-        clock, pos = _varuint(buf, pos)
-        out[client] = clock
-    return out
+    return decode_state_vector(doc.get_state())
 
 
 def item_position(client: int, clock: int, assoc: int = 0) -> RelPos:
     """The position at the character with id (client, clock): before it (assoc 0) or after it (-1)."""
     return {"item": {"client": client, "clock": clock}, "assoc": assoc}
-
-
-def _neighbours(update: bytes) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
-    """Origin (left neighbour) and right origin of the first item of a one-insert update."""
-    pos = 0
-    _n_clients, pos = _varuint(update, pos)
-    _n_structs, pos = _varuint(update, pos)
-    _client, pos = _varuint(update, pos)
-    _clock, pos = _varuint(update, pos)
-    info = update[pos]
-    pos += 1
-    left = right = None
-    if info & 0x80:
-        c, pos = _varuint(update, pos)
-        k, pos = _varuint(update, pos)
-        left = (c, k)
-    if info & 0x40:
-        c, pos = _varuint(update, pos)
-        k, pos = _varuint(update, pos)
-        right = (c, k)
-    return left, right
 
 
 def relative_position(doc: Doc, char_index: int, assoc: int = 0) -> RelPos:
@@ -98,16 +61,14 @@ def relative_position(doc: Doc, char_index: int, assoc: int = 0) -> RelPos:
     Found by inserting a probe character into a scratch copy and reading the new item's
     neighbours out of the update yrs writes — yrs does the index arithmetic, we only read ids.
     """
-    scratch = Doc()
-    scratch.apply_update(doc.get_update())
-    text = scratch.get(TEXT, type=Text)
-    s = str(text)
-    char_index = max(0, min(char_index, len(s)))
-    updates: list[bytes] = []
-    sub = scratch.observe(lambda e: updates.append(e.update))
-    text.insert(byte_index(s, char_index), "\u2063")
-    scratch.unobserve(sub)
-    left, right = _neighbours(updates[0])
+
+    def probe(scratch: Doc) -> None:
+        text = scratch.get(TEXT, type=Text)
+        s = str(text)
+        text.insert(byte_index(s, max(0, min(char_index, len(s)))), "\u2063")
+
+    item = first_item(edit_copy(doc.get_update(), probe))
+    left, right = item.origin, item.right_origin
     if assoc < 0:
         return item_position(*left, assoc=-1) if left else {"tname": TEXT, "assoc": -1}
     return item_position(*right, assoc=0) if right else {"tname": TEXT, "assoc": 0}

@@ -1,30 +1,63 @@
 """The Celery application, configured from tinymorph's settings.
 
-Embedded (the default for ``make serve``): the in-memory broker and result backend, consumed by a
-worker thread inside the server process — no external service. Production: Redis
-(``TINYMORPH_BROKER_URL=redis://127.0.0.1:6379/0``) and any number of ``tinymorph worker``
-processes. ``celery -A agents.celery_app worker`` works too (and Flower, with task events on).
+Local (the default for ``make serve``): kombu's filesystem broker and Celery's file result
+backend under ``<data_dir>/celery/``, consumed by worker processes that ``tinymorph serve`` starts
+(or ``tinymorph worker`` on the same machine) — no external service, and no model in the hub
+process. Production: Redis (``TINYMORPH_BROKER_URL=redis://127.0.0.1:6379/0``) and any number of
+``tinymorph worker`` processes. ``celery -A agents.celery_app worker`` works too (and Flower).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
 from collab.config import Settings
+from collab.exceptions import ConfigError
 
-__all__ = ["create_celery", "is_embedded_broker"]
+__all__ = ["create_celery", "is_local_broker", "local_broker_dir"]
+
+#: How often an idle worker looks for a message in the local broker's folder (seconds).
+LOCAL_POLL_S = 0.1
 
 
-def is_embedded_broker(settings: Settings) -> bool:
-    return (settings.broker_url or "memory://").startswith("memory://")
+def is_local_broker(settings: Settings) -> bool:
+    return not settings.broker_url or settings.broker_url.startswith("filesystem://")
+
+
+def local_broker_dir(settings: Settings) -> Path:
+    return settings.data_dir / "celery"
+
+
+def _local_broker(settings: Settings) -> tuple[str, dict[str, Any], str]:
+    """Broker URL, transport options and result backend of the local (filesystem) broker. Read
+    messages are renamed into ``processed/`` on the same filesystem (a rename is atomic, so two
+    workers never take one message); ``worker.prune_processed`` deletes them later."""
+    root = local_broker_dir(settings)
+    folders = {"queue": root / "queue", "processed": root / "processed", "control": root / "control",
+               "results": root / "results"}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    options = {"data_folder_in": str(folders["queue"]), "data_folder_out": str(folders["queue"]),
+               "store_processed": True, "processed_folder": str(folders["processed"]),
+               "control_folder": str(folders["control"]), "polling_interval": LOCAL_POLL_S}
+    return "filesystem://", options, folders["results"].as_uri()
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.load()
-    broker = settings.broker_url or "memory://"
-    backend = settings.result_backend or ("cache+memory://" if is_embedded_broker(settings) else broker)
+    if settings.broker_url.startswith("memory://"):
+        raise ConfigError("the in-memory broker cannot reach worker processes; leave broker_url empty "
+                          "for the local (filesystem) broker, or use redis://")
+    options: dict[str, Any] = {"visibility_timeout": settings.broker_visibility_timeout_s}
+    if is_local_broker(settings):
+        broker, local_options, local_backend = _local_broker(settings)
+        options |= local_options
+    else:
+        broker, local_backend = settings.broker_url, settings.broker_url
+    backend = settings.result_backend or local_backend
     app = Celery("tinymorph", broker=broker, backend=backend, set_as_current=False)
     app.conf.update(
         task_default_queue=settings.agent_queue,
@@ -41,7 +74,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         # Redis hands an unacknowledged message (its worker was SIGKILLed) to another worker after
         # this long. A run that is still alive then is protected by its lease (see runs.py).
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
+        broker_transport_options=options,
         result_backend_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
         worker_hijack_root_logger=False,
     )

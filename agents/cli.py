@@ -10,26 +10,26 @@ __all__ = ["register"]
 def _worker(args: argparse.Namespace) -> int:
     from collab.config import Settings
 
-    from .celery_app import create_celery, is_embedded_broker
+    from .celery_app import create_celery
     from .worker import run_worker
 
+    # With no broker URL this worker shares the local (filesystem) broker of the data directory:
+    # a `tinymorph serve` on the same machine and data dir feeds it.
     settings = Settings.load(config_file=args.config, db=args.db, broker_url=args.broker)
-    if is_embedded_broker(settings):
-        from collab.exceptions import ConfigError
-
-        raise ConfigError("tinymorph worker needs a shared broker: set TINYMORPH_BROKER_URL=redis://... "
-                          "(the embedded broker lives inside `tinymorph serve`)")
     argv = ["--queues", settings.agent_queue, "--loglevel", args.loglevel, "--task-events", "--pool", args.pool]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
     if args.hostname:
         argv += ["--hostname", args.hostname]
-    return run_worker(create_celery(settings), argv + list(args.celery_args or []))
+    extra = list(args.celery_args or [])
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    return run_worker(create_celery(settings), argv + extra)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("worker", help="run a Celery worker for the agents (needs a Redis broker)")
-    p.add_argument("--broker", help="broker URL (default: TINYMORPH_BROKER_URL)")
+    p = subparsers.add_parser("worker", help="run a Celery worker for agent runs and embeddings")
+    p.add_argument("--broker", help="broker URL (default: TINYMORPH_BROKER_URL, else the data dir's local broker)")
     p.add_argument("--db", help="SQLAlchemy URL of the hub's database")
     p.add_argument("--config", type=__import__("pathlib").Path)
     p.add_argument("--concurrency", type=int, default=0)

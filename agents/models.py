@@ -1,16 +1,16 @@
-"""The agents' tables, on the hub's ``Base`` so one Alembic history covers everything
-(migration ``0003_agents``)."""
+"""The tables the agents extension owns (its Alembic history: ``agents/migrations``, version
+table ``alembic_version_agents``). On the hub's ``Base`` for the foreign keys to documents."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from collab.models import Base, utcnow
 
-__all__ = ["AgentRow", "RunRow"]
+__all__ = ["AgentRow", "RunRow", "GraphNode", "GraphEdge", "TABLES"]
 
 
 class AgentRow(Base):
@@ -61,3 +61,42 @@ class RunRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_agent_runs_doc", "doc_id", "created_at"),)
+
+
+class GraphNode(Base):
+    """One version of a paragraph node of the text-embedding graph.
+
+    A paragraph keeps its ``node_id`` across edits (``anchor``: the history replay's id of the
+    character before it, int64 little-endian); each re-embedding adds a row, and removal adds a row with ``removed`` set, so the graph
+    at any log position is the newest row per node at or before it.
+    """
+
+    __tablename__ = "graph_nodes"
+
+    doc_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    anchor: Mapped[bytes] = mapped_column(LargeBinary)
+    text: Mapped[str] = mapped_column(Text)
+    text_hash: Mapped[str] = mapped_column(String(64))
+    #: float32 little-endian, unit length
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    removed: Mapped[bool] = mapped_column(default=False)
+
+
+class GraphEdge(Base):
+    """An edge of the current graph (replaced whenever the graph is rebuilt)."""
+
+    __tablename__ = "graph_edges"
+
+    doc_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    target: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: ``similar`` (nearest neighbours by cosine) or ``next`` (reading order)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    weight: Mapped[float] = mapped_column()
+
+
+#: The tables this package's migrations own.
+TABLES = frozenset({AgentRow.__tablename__, RunRow.__tablename__, GraphNode.__tablename__, GraphEdge.__tablename__})

@@ -65,7 +65,7 @@ def check_known_vectors(spec: list[dict], database_url: str) -> None:
     """Refuse CAA names that are neither shipped nor in the vector library (a typo would
     otherwise only fail inside the worker)."""
     from inference.models import steering_vectors
-    from inference.vectors import shipped_vectors
+    from inference.steering import shipped_vectors
 
     names = {t["source"][4:] for t in spec if t["source"].startswith("caa:")}
     if not names:

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from pycrdt import Doc, Map
 
 from collab.auth import Identity, Role
 from collab.events import Event
 from collab.exceptions import TinymorphError
+from collab.updates import edit_copy
 
 from .runs import RunStatus
 
 if TYPE_CHECKING:
-    from .api import AgentService
+    from .service import AgentService
 
 __all__ = ["RequestMap", "REQUESTS", "system_edit", "human_edit_of_open_room_with"]
 
@@ -32,22 +33,17 @@ REQUESTS = "requests"
 POLL_S = 0.3
 
 
-async def system_edit(hub: Any, doc_id: str, edit, meta: dict[str, Any]) -> int | None:
+async def system_edit(hub: Any, doc_id: str, edit: Callable[[Doc], None], meta: dict[str, Any]) -> int | None:
     """Apply ``edit(doc)`` to a copy of the room's document and submit the resulting update as
     the hub's own (author kind ``system``)."""
     room = await hub.rooms.acquire(doc_id)
     try:
-        scratch = Doc()
-        scratch.apply_update(room.doc.get_update())
-        updates: list[bytes] = []
-        sub = scratch.observe(lambda e: updates.append(e.update))
-        with scratch.transaction():
-            edit(scratch)
-        scratch.unobserve(sub)
-        if not updates:
+        _seq, state = room.state()
+        update = edit_copy(state, edit)
+        if update is None:
             return None
         system = Identity("tinymorph", "tinymorph", Role.OWNER, doc_id, None, {}, system=True)
-        return room.submit(updates[0], system, meta=meta)
+        return room.submit(update, system, meta=meta)
     finally:
         hub.rooms.release(room)
 

@@ -18,7 +18,7 @@ from .participant import SUGGESTIONS
 from .requests import plain, set_fields, system_edit
 
 if TYPE_CHECKING:
-    from .api import AgentService
+    from .service import AgentService
 
 __all__ = ["ReviewRecorder"]
 

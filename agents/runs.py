@@ -126,11 +126,15 @@ class RunStore:
             return ClaimOutcome.LEASED, row
         now = utcnow()
         with self.engine.begin() as conn:
-            res = conn.execute(sa.update(RunRow).where(RunRow.id == run_id, RunRow.attempts == row["attempts"])
+            # Compare-and-swap on what was read: the attempt count (another claim) and the status
+            # (the previous holder finishing meanwhile must not be turned back into a running run).
+            res = conn.execute(sa.update(RunRow).where(RunRow.id == run_id, RunRow.attempts == row["attempts"],
+                                                       RunRow.status == row["status"])
                                .values(lease_owner=owner, heartbeat_at=now, attempts=row["attempts"] + 1,
                                        status=RunStatus.RUNNING.value, started_at=row["started_at"] or now))
-        if not res.rowcount:  # somebody else claimed it between our read and write
-            return ClaimOutcome.LEASED, row
+        if not res.rowcount:  # claimed or finished by somebody else between our read and write
+            again = self.get(run_id)
+            return (ClaimOutcome.FINISHED if RunStatus(again["status"]).terminal else ClaimOutcome.LEASED), again
         return ClaimOutcome.CLAIMED, self.get(run_id)
 
     def heartbeat(self, run_id: str, owner: str) -> tuple[bool, bool]:

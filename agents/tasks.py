@@ -1,4 +1,5 @@
-"""The Celery task that runs an agent: claim the run, join the document, write, finish.
+"""The Celery tasks: an agent run (claim the run, join the document, write, finish), and the
+embedding graph's rebuild and search (the model work edits trigger, kept out of the hub process).
 
 Celery conventions: a named task, ``acks_late`` with ``reject_on_worker_lost`` (a crashed worker's
 message goes back to the queue instead of being lost), time limits, retries with exponential
@@ -24,11 +25,14 @@ from collab.config import Settings
 from .exceptions import HubUnreachable, ModelFailed, RunCancelled, RunLeased, RunRefused
 from .runs import ClaimOutcome, RunStatus, RunStore
 
-__all__ = ["run_agent", "register", "TASK_OPTIONS", "RUN_TASK", "Resources", "resources", "hub_ws_url"]
+__all__ = ["run_agent", "rebuild_graph", "search_graph", "register", "TASK_OPTIONS", "RUN_TASK", "GRAPH_TASK",
+           "SEARCH_TASK", "Resources", "resources", "hub_ws_url"]
 
 log = logging.getLogger("tinymorph.agents.tasks")
 
 RUN_TASK = "tinymorph.agents.run"
+GRAPH_TASK = "tinymorph.graph.rebuild"
+SEARCH_TASK = "tinymorph.graph.search"
 #: A lease older than this belongs to a dead attempt; heartbeats come every quarter second.
 LEASE_S = 10.0
 TOKEN_TTL_S = 3600
@@ -60,19 +64,28 @@ class Resources:
 
     @cached_property
     def auth(self):
-        from collab.auth import Authenticator, AuthMode
+        from collab.auth import Authenticator
 
-        return Authenticator(self.store, self.settings.signing_secret(), AuthMode(self.settings.auth_mode),
+        return Authenticator(self.store, self.settings.signing_secret(), self.settings.auth_mode,
                              self.settings.token_ttl_s)
 
     @cached_property
     def inference(self):
-        from inference import Inference
+        from inference import Inference, InferenceConfig
 
-        return Inference(self.settings)
+        return Inference(InferenceConfig(data_dir=self.settings.data_dir, database_url=self.settings.database_url))
 
     def engine(self, model: str):
         return self.inference.engine(model or None)
+
+    @cached_property
+    def graph(self):
+        from collab.history import History
+        from inference.embeddings import Embedder
+
+        from .graph import GraphBuilder
+
+        return GraphBuilder(History(self.store), Embedder())
 
 
 _resources: dict[int, Resources] = {}
@@ -109,8 +122,27 @@ TASK_OPTIONS: dict[str, Any] = dict(
     retry_backoff=1, retry_backoff_max=30, retry_jitter=True, max_retries=5, soft_time_limit=600, time_limit=660)
 
 
+#: Graph tasks are idempotent (a rebuild starts from the database), so a lost one is simply
+#: sent again by the next edit; no retries, short limits.
+GRAPH_OPTIONS: dict[str, Any] = dict(bind=True, shared=False, acks_late=True, soft_time_limit=300, time_limit=330)
+
+
 def register(app: Any) -> Any:
+    app.task(name=GRAPH_TASK, **GRAPH_OPTIONS)(rebuild_graph)
+    app.task(name=SEARCH_TASK, **GRAPH_OPTIONS)(search_graph)
     return app.task(**TASK_OPTIONS)(run_agent)
+
+
+def rebuild_graph(self, doc_id: str) -> dict[str, Any]:
+    """Bring the document's embedding graph up to the end of its log (see graph.py)."""
+    return resources(self.app).graph.update(doc_id)
+
+
+def search_graph(self, query: str, doc_ids: list[str] | None, limit: int = 10) -> list[dict[str, Any]]:
+    """Embed the query and rank the stored paragraphs of ``doc_ids`` (None: every document)."""
+    builder = resources(self.app).graph
+    (vector,), _ = builder.embedder.embed([query])
+    return builder.reader.nearest(vector, doc_ids, limit)
 
 
 def run_agent(self, run_id: str) -> dict[str, Any]:

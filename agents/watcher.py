@@ -65,7 +65,7 @@ class Watcher:
             row = await asyncio.to_thread(self.service.runs.get, run_id)
             if row["status"] not in ("done", "failed", "cancelled"):
                 return
-        doc = await self.service._doc(doc_id)
+        doc = await self.service.document(doc_id)
         text = str(doc.get("content", type=__import__("pycrdt").Text))
         para = last_paragraph(text)
         if para is None:

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from collab.config import Settings
 from collab.testing import HubProcess, apply_patches, load_trace
+from collab.updates import decode_state_vector
 
 ROOT = Path(__file__).resolve().parent.parent
 JS_DIR = ROOT / "tests" / "js"  # one node_modules for the interop tests and this bench
@@ -277,14 +278,7 @@ def replay_raw(trace: dict, collect: bool = False):
 
 def total_clock(state_vector: bytes) -> int:
     """Sum of the clocks in an encoded state vector: how many items a peer must have received."""
-    vals, shift, cur = [], 0, 0
-    for b in state_vector:
-        cur |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            vals.append(cur)
-            cur = shift = 0
-    return sum(vals[2::2])  # [count, client, clock, client, clock, ...]
+    return sum(decode_state_vector(state_vector).values())
 
 
 def replay_through(server: Server, trace: dict, frames: list[bytes], clock: int, timeout: float) -> dict:

@@ -23,7 +23,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def _document(engine, n_tokens: int) -> str:
-    from inference._modelfiles import reference_texts
+    from inference import reference_texts
 
     text = " ".join(reference_texts() * 4)
     ids = engine.tokenize(text)[:n_tokens]
@@ -116,10 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     args, _ = ap.parse_known_args(sys.argv[1:] if argv is None else argv)  # tolerate other benches' flags
 
     os.environ.setdefault("TINYMORPH_DATA_DIR", tempfile.mkdtemp(prefix="tinymorph-bench-"))
-    from collab.config import Settings
-    from inference import Inference
+    from inference import Inference, InferenceConfig
 
-    inf = Inference(Settings.load())
+    inf = Inference(InferenceConfig.from_env())
     if args.vllm_only:
         vllm_batch(inf, args.batch, args.tokens)
         return

@@ -18,11 +18,18 @@ from .exceptions import (
     UnknownDocument,
     UpdateDecodeError,
 )
+from .extensions import Extension, ExtensionContext, load_extensions
+from .history import History, Revert, RevertScope
 from .hub import Hub, HubState
+from .lib0 import Reader, Writer
 from .store import LogEntry, Store
+from .updates import EMPTY_UPDATE, UpdateSummary, decode_state_vector, edit_copy, first_client, first_item, summarize
 
 __all__ = [
     "create_app", "Settings", "data_dir", "Hub", "HubState", "Store", "LogEntry",
+    "Extension", "ExtensionContext", "load_extensions", "History", "Revert", "RevertScope",
+    "Reader", "Writer", "EMPTY_UPDATE", "UpdateSummary", "decode_state_vector", "edit_copy", "first_client",
+    "first_item", "summarize",
     "Role", "AuthMode", "Authenticator", "Identity",
     "Event", "EventBus", "MemoryBus", "RedisBus", "create_bus",
     "TinymorphError", "ConfigError", "ProtocolError", "MessageTooLarge", "UpdateDecodeError",

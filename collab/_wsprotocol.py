@@ -29,6 +29,10 @@ websockets has a cheaper mode, so this subclass adds one, and leaves everything 
   ``send`` unchanged.
 
 With permessage-deflate negotiated the fast paths are off and the parent class does it all.
+
+None of this is uvicorn's or websockets' public API. ``wsprotocol.PRIVATE_API`` lists every
+internal used here (keep it in step) and is checked at import; the server only serves with this
+class when all are present (see ``server.choose_protocol``).
 """
 
 from __future__ import annotations
@@ -40,22 +44,11 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import apply_mask
 from websockets.protocol import State
 
-__all__ = ["HubWebSocketProtocol", "RECEIVE_DIRECT", "SEND_NOWAIT"]
+from .wsprotocol import RECEIVE_DIRECT, SEND_NOWAIT
+
+__all__ = ["HubWebSocketProtocol", "frame_header"]
 
 log = logging.getLogger("tinymorph.wsprotocol")
-
-#: ASGI extension (``scope["extensions"]``) this protocol offers: ``send_nowait(data) -> bool``
-#: writes one binary message now and says True, or says False when it cannot (socket closing,
-#: transport paused, compression on) and the caller must use the ordinary awaitable ``send``.
-#: It spares a broadcast a coroutine chain per peer (Starlette's WebSocket, its exception
-#: middleware, uvicorn's send) for a write that never waits.
-SEND_NOWAIT = "tinymorph.websocket.send_nowait"
-
-#: ASGI extension: ``receive_direct(fn | None)`` registers (or, with None, removes) a synchronous
-#: ``fn(payload: bytes)`` that is handed complete binary messages straight from the socket while
-#: the app waits in ``receive`` (see "Direct delivery" above). ``fn`` must not raise; if it does,
-#: the connection is failed with 1011 and the error logged.
-RECEIVE_DIRECT = "tinymorph.websocket.receive_direct"
 
 _FIN_BINARY = 0x82  # FIN bit + opcode 2, no reserved bits
 _MASKED = 0x80

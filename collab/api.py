@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .auth import Identity, Role
+from .auth import AuthMode, Identity, Role
 from .exceptions import (
     InvalidRequest,
     PermissionDenied,
@@ -23,7 +23,7 @@ from .exceptions import (
 from .hub import Hub
 from .store import as_utc, content_text
 
-__all__ = ["routes", "error_response"]
+__all__ = ["routes", "error_response", "bearer", "document_identity", "read_json"]
 
 
 def error_response(exc: TinymorphError) -> JSONResponse:
@@ -41,7 +41,8 @@ def bearer(request: Request) -> str | None:
     return request.query_params.get("token")
 
 
-async def _json(request: Request) -> dict[str, Any]:
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object; not JSON, or not an object: InvalidRequest (400)."""
     try:
         body = await request.json()
     except ValueError as exc:
@@ -81,7 +82,7 @@ async def create_document(request: Request) -> Response:
     ident = await asyncio.to_thread(hub.auth.for_account, bearer(request))
     if ident.role not in (Role.USER, Role.OWNER):
         raise PermissionDenied("creating documents needs a user token")
-    body = await _json(request)
+    body = await read_json(request)
     title = _string(body, "title", "Untitled")
     row = await asyncio.to_thread(hub.store.create_document, title, ident.user_id)
     token, token_id = await asyncio.to_thread(
@@ -93,7 +94,7 @@ async def create_document(request: Request) -> Response:
 async def list_documents(request: Request) -> Response:
     hub = _hub(request)
     ident = await asyncio.to_thread(hub.auth.for_account, bearer(request))
-    if hub.auth.mode.value == "open" and ident.role is Role.USER:
+    if hub.auth.mode is AuthMode.OPEN and ident.role is Role.USER:
         rows = await asyncio.to_thread(hub.store.list_documents)
     elif ident.role is Role.USER:
         rows = await asyncio.to_thread(hub.store.list_documents, ident.user_id)
@@ -119,7 +120,7 @@ async def get_document(request: Request) -> Response:
 async def rename_document(request: Request) -> Response:
     hub = _hub(request)
     _ident, row = await document_identity(request, write=True)
-    title = _string(await _json(request), "title")
+    title = _string(await read_json(request), "title")
     await asyncio.to_thread(hub.store.rename_document, row["id"], title)
     return JSONResponse({**_doc_json(row), "title": title})
 
@@ -127,7 +128,7 @@ async def rename_document(request: Request) -> Response:
 async def create_token(request: Request) -> Response:
     hub = _hub(request)
     _ident, row = await document_identity(request, owner=True)
-    body = await _json(request)
+    body = await read_json(request)
     try:
         role = Role(_string(body, "role"))
     except ValueError as exc:

@@ -1,14 +1,13 @@
-"""The Starlette application: websocket hub, REST API, the OpenAI-compatible ``/v1`` and the UI."""
+"""The Starlette application: the websocket hub, its REST API, the UI, and what extensions add."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable, Sequence
 
 from starlette.applications import Starlette
-from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -18,6 +17,7 @@ from .api import error_response
 from .api import routes as api_routes
 from .config import Settings
 from .exceptions import TinymorphError
+from .extensions import Extension, ExtensionContext, hook, load_extensions
 from .hub import Hub
 from .review import routes as review_routes
 from .sockets import websocket_endpoint
@@ -39,62 +39,48 @@ async def _spa_index(request: Request) -> FileResponse:
     return FileResponse(FRONTEND_DIST / "index.html", headers={"cache-control": "no-cache"})
 
 
-def _extra_mounts(settings: Settings, state) -> list[BaseRoute]:
-    """Optional parts that live in other packages; absent ones are simply not mounted."""
-    mounts: list[BaseRoute] = []
-    try:
-        from inference.registry import Inference
-        from inference.sae_api import routes as sae_routes
-        from inference.server import create_app as create_inference_app
-    except ImportError as exc:  # the inference stack is an install away; the hub works without it
-        log.info("/v1 and /api/sae not mounted: %s", exc)
-    else:
-        # One Inference (it loads models lazily) shared by /v1 and /api/sae: one copy of each model.
-        state.inference = Inference(settings)
-        mounts.append(Mount("/v1", app=create_inference_app(settings, state.inference)))
-        mounts.extend(sae_routes)
-    try:
-        from agents.api import routes as agent_routes
-    except ImportError as exc:  # agents need celery; the hub works without them
-        log.info("agents API not mounted: %s", exc)
-    else:
-        mounts.extend(agent_routes)
-    return mounts
-
-
-def _extra_services(hub: Hub) -> list:
-    """Optional services started with the hub (after it) and stopped before it."""
-    try:
-        from agents.api import AgentService
-    except ImportError:
-        return []
-    return [AgentService(hub)]
-
-
-def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, hub: Hub | None = None,
+               extensions: Sequence[Extension] | None = None) -> Starlette:
+    """The hub's app, with ``extensions`` (default: every installed one, see ``extensions.py``)."""
     settings = settings or Settings.load()
     hub = hub or Hub(settings)
+    extensions = list(load_extensions() if extensions is None else extensions)
+    hub.migrations = [ext.migrations for ext in extensions if getattr(ext, "migrations", None)]
+    context = ExtensionContext(settings, hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
-        services = _extra_services(hub)
-        for service in services:
-            await service.start()
+        started: list[Extension] = []
+        unsubscribe: list[Callable[[], None]] = []
         try:
+            for ext in extensions:
+                if startup := hook(ext, "startup"):
+                    await startup(context)
+                started.append(ext)
+                if subscriptions := hook(ext, "subscriptions"):
+                    for topic, handler, *when in subscriptions(context):
+                        unsubscribe.append(hub.bus.subscribe(topic, handler, *when))
+            log.info("extensions: %s", ", ".join(ext.name for ext in extensions) or "none")
             yield
         finally:
-            for service in reversed(services):
-                await service.stop()
+            for undo in unsubscribe:
+                undo()
+            for ext in reversed(started):
+                if shutdown := hook(ext, "shutdown"):
+                    await shutdown(context)
             await hub.stop()
 
-    app_state = State()  # becomes app.state: the optional parts put shared objects here
+    extension_routes: list[BaseRoute] = []
+    for ext in extensions:
+        if routes := hook(ext, "routes"):
+            extension_routes.extend(routes(context))
     routes = [
         WebSocketRoute("/ws/{doc_id:str}", websocket_endpoint),
         Route("/healthz", _health),
         *api_routes,
         *review_routes,
-        *_extra_mounts(settings, app_state),
+        *extension_routes,
     ]
     if FRONTEND_DIST.is_dir():
         routes.append(Route("/d/{rest:path}", _spa_index))  # the browser app's own routes
@@ -104,7 +90,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Star
         return error_response(exc)  # type: ignore[arg-type]
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={TinymorphError: on_error})
-    app.state = app_state
+    app.state = context.state  # extensions share objects here (state.inference, state.agents)
     app.state.hub = hub
     app.state.settings = settings
+    app.state.extensions = extensions
     return app

@@ -1,20 +1,16 @@
-"""The ``tinymorph`` command: ``serve``, ``token``, ``db``; other packages add their own groups."""
+"""The ``tinymorph`` command: ``serve``, ``token``, ``db``; extensions add their own commands."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
 from .config import Settings
 from .exceptions import ConfigError
+from .extensions import ExtensionContext, hook, load_extensions
 
 __all__ = ["main"]
-
-# Packages that contribute sub-commands through ``register(subparsers)``; missing ones are skipped.
-PLUGINS = ("inference.cli", "agents.cli")
-
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.load(
@@ -34,13 +30,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from .auth import Authenticator, AuthMode, Role
+    from .auth import Authenticator, Role
     from .store import Store
 
     settings = _settings(args)
     store = Store(settings.database_url)
     store.migrate()
-    auth = Authenticator(store, settings.signing_secret(), AuthMode(settings.auth_mode), settings.token_ttl_s)
+    auth = Authenticator(store, settings.signing_secret(), settings.auth_mode, settings.token_ttl_s)
     role = Role(args.role)
     if role is not Role.USER and not args.doc:
         raise ConfigError("--doc is required for a document role")
@@ -54,7 +50,11 @@ def _db(args: argparse.Namespace) -> int:
     from .store import Store
 
     settings = _settings(args)
-    Store(settings.database_url).migrate()
+    store = Store(settings.database_url)
+    try:
+        store.migrate(*[ext.migrations for ext in load_extensions() if getattr(ext, "migrations", None)])
+    finally:
+        store.close()
     print(f"schema up to date: {settings.database_url}")
     return 0
 
@@ -89,12 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(db)
     db.set_defaults(func=_db)
 
-    for name in PLUGINS:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        module.register(sub)
+    for ext in load_extensions():
+        if commands := hook(ext, "commands"):
+            commands(sub, lambda: ExtensionContext(Settings.load()))
     return parser
 
 

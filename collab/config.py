@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .auth import AuthMode
 from .exceptions import ConfigError
 
 __all__ = ["Settings", "data_dir"]
@@ -37,7 +38,7 @@ class Settings:
     #: SQLAlchemy URL; empty means SQLite at ``<data_dir>/tinymorph.db``.
     db: str = ""
     #: ``open``: local single user, everybody edits. ``tokens``: a signed token is required.
-    auth_mode: str = "open"
+    auth_mode: AuthMode = AuthMode.OPEN
     #: HMAC secret for tokens; empty means a random one persisted in ``<data_dir>/secret.key``.
     secret: str = ""
     token_ttl_s: int = 30 * 24 * 3600
@@ -114,8 +115,10 @@ class Settings:
         return cls(**{f.name: _coerce(f, values[f.name]) for f in fields(cls) if f.name in values})
 
     def __post_init__(self) -> None:
-        if self.auth_mode not in ("open", "tokens"):
-            raise ConfigError(f"auth_mode must be 'open' or 'tokens', not {self.auth_mode!r}")
+        try:  # flags, files and the environment give a string; anything but open/tokens: ConfigError
+            self.auth_mode = AuthMode(self.auth_mode)
+        except ValueError:
+            raise ConfigError(f"auth_mode must be 'open' or 'tokens', not {self.auth_mode!r}") from None
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ConfigError(f"sqlite_synchronous: bad value {self.sqlite_synchronous!r}")
         self.data_dir = Path(self.data_dir)
@@ -138,6 +141,18 @@ class Settings:
             path.write_text(secrets.token_urlsafe(48))
         self.secret = path.read_text().strip()
         return self.secret
+
+    def environment(self) -> dict[str, str]:
+        """These settings as ``TINYMORPH_*`` variables, for a child process (a worker) that must
+        see exactly what this process sees, however it was configured (flags, file, env)."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"TINYMORPH_{f.name.upper()}"] = str(value)
+        env["TINYMORPH_DB"] = self.database_url
+        return env
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

@@ -7,23 +7,32 @@ character an id ``(seq << 32) | offset`` — the log entry that wrote it and its
 From those ids: blame (who wrote each surviving character), exact diffs between versions (the
 relative order of two characters never changes in a CRDT, so aligning by id is a perfect diff),
 and the "left origin" of each character so that reverted deletions go back where they were.
+Reverts are planned here too: which characters to remove and which to restore, as one update.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import threading
 from array import array
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import pycrdt
 
+from .auth import Identity
+from .exceptions import InvalidRequest
 from .store import Store, as_utc
+from .updates import edit_copy
 
-__all__ = ["Replay", "Change", "Author", "History", "diff_ids"]
+if TYPE_CHECKING:
+    from .rooms import Rooms
+
+__all__ = ["Replay", "Change", "Author", "History", "Revert", "RevertScope", "diff_ids", "sessions"]
 
 OFFSET_BITS = 32
 START = -1  # the "left neighbour" of a character inserted at the very beginning
@@ -249,6 +258,130 @@ class History:
         """What entries ``after < seq <= upto`` did (from the cached replay when it covers them)."""
         with self.at(doc_id, upto) as replay:
             return [c for c in replay.changes if c.seq > after]
+
+    def position(self, doc_id: str, raw: str | None, default: int | None = None) -> int | None:
+        """A log position from a request: a sequence number, an ISO-8601 time (the newest entry at
+        or before it), or ``default`` when absent. Call from a worker thread."""
+        if raw is None or raw == "":
+            return default
+        if raw.isdigit():
+            return int(raw)
+        try:
+            at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidRequest(f"{raw!r} is neither a sequence number nor an ISO-8601 time") from exc
+        return self.store.seq_at_time(doc_id, as_utc(at))
+
+    def diff(self, doc_id: str, lo: int, hi: int) -> list[dict[str, Any]]:
+        """The attributed ops that turn the text at ``lo`` into the text at ``hi``. Either may be
+        the later one: the later replay knows every character of both (and who wrote it)."""
+        first, second = sorted((lo, hi))
+        with self.at(doc_id, first) as r:
+            early = r.ids[:]
+        with self.at(doc_id, second) as r:
+            a, b = (early, r.ids) if lo <= hi else (r.ids, early)
+            ops = diff_ids(a, b, r.chars)
+            for op in ops:
+                author = r.authors.get(op.pop("_seq"))
+                if author is not None and op["op"] != "equal":
+                    op.update(author.as_dict())
+        return ops
+
+    def plan_revert(self, doc_id: str, state: bytes, seq: int, scope: RevertScope) -> Revert:
+        """The update that undoes ``scope``'s entries up to ``seq`` on ``state`` (the document at
+        ``seq``): their surviving characters deleted, their deletions restored where they were.
+        Call from a worker thread; nothing is submitted."""
+        targets = [ch for ch in self.changes(doc_id, upto=seq) if scope.matches(ch)]
+        inserted = {c for ch in targets for c in ch.inserted_ids}
+        deleted = [c for ch in targets for c in ch.deleted_ids]
+        # Edits in the byte positions of the replay at seq, which is ``state``.
+        edits: list[tuple[int, int, Any]] = []  # (position, 0 delete | 1 insert, bytes | text)
+        with self.at(doc_id, seq) as r:
+            alive = set(r.char_ids())
+            for pos, c in enumerate(r.ids):
+                if c >= 0 and c in inserted:
+                    edits.append((pos, 0, len(r.chars[c].encode())))
+            restores: list[list] = []
+            for c in deleted:
+                if c in alive or c in inserted:
+                    continue
+                pos = r.position_after(r.left_of[c], alive)
+                if restores and restores[-1][0] == pos:
+                    restores[-1][2] += r.chars[c]  # a run of deleted text comes back whole
+                else:
+                    restores.append([pos, 1, r.chars[c]])
+            edits += [tuple(x) for x in restores]
+
+        def apply(doc: pycrdt.Doc) -> None:
+            text = doc.get("content", type=pycrdt.Text)
+            # right to left, deletions before insertions at the same place: no shifting
+            for pos, kind, arg in sorted(edits, key=lambda e: (-e[0], e[1])):
+                if kind == 0:
+                    del text[pos : pos + arg]
+                else:
+                    text.insert(pos, arg)
+
+        update = edit_copy(state, apply) if edits else None
+        removed = sum(1 for e in edits if e[1] == 0)
+        restored = sum(len(e[2]) for e in edits if e[1] == 1)
+        return Revert(update, removed, restored, [ch.seq for ch in targets])
+
+    async def revert(self, rooms: "Rooms", doc_id: str, scope: RevertScope, by: Identity,
+                     request: dict[str, Any]) -> Revert:
+        """Undo ``scope``'s entries as one new edit, logged as the hub's own (author kind
+        ``system``) on behalf of ``by``, and committed before this returns. ``request`` is
+        what the log entry records about what was asked."""
+        room = await rooms.acquire(doc_id)
+        try:
+            seq, state = room.state()
+            plan = await asyncio.to_thread(self.plan_revert, doc_id, state, seq, scope)
+            if plan.update is None:
+                return plan
+            system = Identity(by.user_id, by.name, by.role, doc_id, by.token_id, {}, system=True)
+            meta = {"revert": {**request, "entries": len(plan.reverted)}, "requested_by": by.name}
+            entry = room.submit(plan.update, system, meta=meta)
+            await rooms.journal.drain()
+            return dataclasses.replace(plan, seq=entry)
+        finally:
+            rooms.release(room)
+
+
+@dataclass(frozen=True, slots=True)
+class RevertScope:
+    """Which log entries a revert undoes: those that meet every condition given (None: any)."""
+
+    run_id: str | None = None
+    author_id: str | None = None
+    #: Sequence numbers, both ends included.
+    from_seq: int | None = None
+    to_seq: int | None = None
+
+    def matches(self, change: Change) -> bool:
+        if self.run_id and change.author.run_id != self.run_id:
+            return False
+        if self.author_id and change.author.author_id != self.author_id:
+            return False
+        if self.from_seq is not None and change.seq < self.from_seq:
+            return False
+        return self.to_seq is None or change.seq <= self.to_seq
+
+
+@dataclass(frozen=True, slots=True)
+class Revert:
+    """A revert: its update (None: nothing to undo), what it removes and restores, and the log
+    entry it became (``seq``, once submitted)."""
+
+    update: bytes | None
+    #: Characters it deletes (the scope's surviving insertions).
+    removed: int
+    #: Characters it puts back (the scope's deletions that nothing else undid).
+    restored: int
+    #: The sequence numbers of the entries it undoes.
+    reverted: list[int]
+    seq: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "removed": self.removed, "restored": self.restored, "reverted": self.reverted}
 
 
 def sessions(changes: Iterable[Change], gap_s: float, kept_ids: set[int]) -> list[dict[str, Any]]:

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import time
 from enum import Enum
+from pathlib import Path
 
-from .auth import Authenticator, AuthMode
+from .auth import Authenticator
 from .config import Settings
 from .events import Event, EventBus, create_bus
 from .history import History
@@ -37,19 +38,20 @@ class Hub:
     def __init__(self, settings: Settings, bus: EventBus | None = None) -> None:
         self.settings = settings
         self.store = Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-        self.auth = Authenticator(self.store, settings.signing_secret(), AuthMode(settings.auth_mode), settings.token_ttl_s)
+        self.auth = Authenticator(self.store, settings.signing_secret(), settings.auth_mode, settings.token_ttl_s)
         self.bus = bus or create_bus(settings.event_bus)
         self.history = History(self.store)
         self.state = HubState.CREATED
         self.journal: Journal | None = None
         self.rooms: Rooms | None = None
-        self.graph = None  # GraphService, when embeddings are available
+        #: Extensions' Alembic script directories, migrated after the hub's own tables.
+        self.migrations: list[Path] = []
         self._peers: set[Peer] = set()
         self.frames_received = 0
         self._last_frame = 0.0
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.store.migrate)
+        await asyncio.to_thread(self.store.migrate, *self.migrations)
         await self.bus.start()
         self.journal = Journal(
             self.store,
@@ -73,24 +75,8 @@ class Hub:
         )
         self.journal.start()
         self.bus.subscribe("token.revoked", self._on_token_revoked)
-        self.graph = self._start_graph()
         self.state = HubState.RUNNING
         log.info("hub running on %s (auth: %s)", self._safe_url(), self.settings.auth_mode)
-
-    def _start_graph(self):
-        if not self.settings.graph_enabled:
-            return None
-        try:
-            from inference.embeddings import Embedder
-
-            from .graph import GraphBuilder, GraphService
-        except ImportError as exc:  # the hub works without the inference stack; no graph then
-            log.warning("text-embedding graph disabled: %s", exc)
-            return None
-        service = GraphService(GraphBuilder(self.store, Embedder(), self.history), self.bus,
-                               self.settings.graph_debounce_s)
-        service.start()
-        return service
 
     async def document_state(self, doc_id: str) -> tuple[bytes | None, int]:
         """The committed state of a document and its log position: from its room when open."""
@@ -160,8 +146,6 @@ class Hub:
             peer.close(1012, "server restarting")
         if self.journal:
             await self.journal.stop()
-        if self.graph:
-            await self.graph.stop()
         if self.journal:
             log.info("journal drained: %d updates in %d commits", self.journal.committed, self.journal.batches)
         if self.rooms:

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Document", "Update", "Snapshot", "Token", "GraphNode", "GraphEdge", "utcnow"]
+__all__ = ["Base", "Document", "Update", "Snapshot", "Token", "utcnow", "HUB_TABLES"]
 
 
 def utcnow() -> datetime:
@@ -88,36 +88,5 @@ class Token(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-class GraphNode(Base):
-    """One version of a paragraph node of the text-embedding graph.
-
-    A paragraph keeps its ``node_id`` across edits (``anchor``: the history replay's id of the
-    character before it, int64 little-endian); each re-embedding adds a row, and removal adds a row with ``removed`` set, so the graph
-    at any log position is the newest row per node at or before it.
-    """
-
-    __tablename__ = "graph_nodes"
-
-    doc_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
-    node_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
-    position: Mapped[int] = mapped_column(Integer)
-    anchor: Mapped[bytes] = mapped_column(LargeBinary)
-    text: Mapped[str] = mapped_column(Text)
-    text_hash: Mapped[str] = mapped_column(String(64))
-    #: float32 little-endian, unit length
-    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    removed: Mapped[bool] = mapped_column(default=False)
-
-
-class GraphEdge(Base):
-    """An edge of the current graph (replaced whenever the graph is rebuilt)."""
-
-    __tablename__ = "graph_edges"
-
-    doc_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
-    source: Mapped[str] = mapped_column(String(32), primary_key=True)
-    target: Mapped[str] = mapped_column(String(32), primary_key=True)
-    #: ``similar`` (nearest neighbours by cosine) or ``next`` (reading order)
-    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
-    weight: Mapped[float] = mapped_column()
+#: The tables the hub's own migrations own (extensions add theirs to ``Base`` for foreign keys).
+HUB_TABLES = frozenset({Document.__tablename__, Update.__tablename__, Snapshot.__tablename__, Token.__tablename__})

@@ -23,7 +23,7 @@ from typing import Any
 import pycrdt
 from starlette.websockets import WebSocket
 
-from ._wsprotocol import SEND_NOWAIT
+from .wsprotocol import SEND_NOWAIT
 from .auth import Identity
 from .protocol import sync_update
 
@@ -87,7 +87,8 @@ class Peer:
         #: The writer task, only while a send is suspended or a backlog drains.
         self._writer: asyncio.Task | None = None
         self._flush_scheduled = False
-        #: The server's synchronous send, where it offers one (our uvicorn protocol does).
+        #: The server's synchronous send, where it offers one (our uvicorn protocol does; on the
+        #: stock one every message goes through the awaitable send).
         self._send_nowait = (websocket.scope.get("extensions") or {}).get(SEND_NOWAIT)
         self._loop = asyncio.get_running_loop()
         self.sent = 0

@@ -13,32 +13,29 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 import pycrdt
 from pycrdt import Awareness, Doc, Map, Text
 
-from ._yupdate import UpdateSummary, summarize
 from .auth import Identity
 from .events import Event, EventBus
 from .exceptions import ProtocolError, UnknownDocument, UpdateDecodeError
 from .journal import Journal
 from .peers import Peer
 from .protocol import (
-    EMPTY_UPDATE,
     Message,
     MessageType,
     SyncType,
     awareness_message,
     decode_awareness,
-    has_structs,
     permission_denied,
     sync_step1,
     sync_step2,
     sync_update,
-    update_first_client,
 )
 from .store import LoadedDocument, LogEntry, Store
+from .updates import EMPTY_UPDATE, UpdateSummary, first_client, has_structs, summarize
 
 __all__ = ["Room", "Rooms", "RoomSettings"]
 
@@ -98,6 +95,48 @@ class Room:
             size = self._map_sizes[name] = len(self.map(name))
         return size > 0
 
+    # -- lifecycle (driven by Rooms) ------------------------------------------------------
+
+    def evict_later(self, delay_s: float, evict: Callable[[], None]) -> None:
+        """Call ``evict`` after ``delay_s`` unless :meth:`cancel_eviction` comes first."""
+        self.cancel_eviction()
+        self._evict_handle = asyncio.get_running_loop().call_later(delay_s, evict)
+
+    def cancel_eviction(self) -> None:
+        """Somebody joined (or the hub is closing): forget a pending eviction, if any."""
+        if self._evict_handle is not None:
+            self._evict_handle.cancel()
+            self._evict_handle = None
+
+    def state(self) -> tuple[int, bytes]:
+        """``(applied_seq, full update)``: the document and the last log entry it holds, taken in
+        one step so that they match (no entry can be applied between the two)."""
+        return self.applied_seq, self.doc.get_update()
+
+    @property
+    def snapshot_due(self) -> bool:
+        """Whether the log has grown since the last snapshot."""
+        return self.applied_seq > self.snapshot_seq
+
+    @property
+    def snapshotting(self) -> bool:
+        return self._snapshotting
+
+    def start_snapshot(self) -> tuple[int, bytes] | None:
+        """Mark a snapshot as running and return :meth:`state` to save; None if one already
+        runs (the caller leaves it to that one). End it with :meth:`end_snapshot`."""
+        if self._snapshotting:
+            return None
+        self._snapshotting = True
+        return self.state()
+
+    def snapshot_saved(self, seq: int) -> None:
+        """The state at ``seq`` is in the store: entries up to it need no replay on load."""
+        self.snapshot_seq = max(self.snapshot_seq, seq)
+
+    def end_snapshot(self) -> None:
+        self._snapshotting = False
+
     # -- peers ----------------------------------------------------------------------------
 
     def join(self, peer: Peer) -> None:
@@ -154,7 +193,7 @@ class Room:
     def submit(self, update: bytes, ident: Identity, origin: Peer | None = None, meta: dict | None = None) -> int:
         """Log a validated update as ``ident``'s; it is applied and relayed once committed.
         The hub's own edits (reverts) come in here directly, with no socket behind them."""
-        client_id = update_first_client(update)
+        client_id = first_client(update)
         if client_id is None and origin is not None:
             client_id = min(origin.client_ids, default=None)
         self.seq += 1
@@ -343,9 +382,7 @@ class Rooms:
                 fut.add_done_callback(lambda _f: self._loading.pop(doc_id, None))
             room = await asyncio.shield(fut)
         room.refs += 1
-        if room._evict_handle is not None:
-            room._evict_handle.cancel()
-            room._evict_handle = None
+        room.cancel_eviction()
         return room
 
     async def _load(self, doc_id: str) -> Room:
@@ -362,32 +399,30 @@ class Rooms:
     def release(self, room: Room) -> None:
         room.refs -= 1
         if room.refs <= 0 and self._rooms.get(room.doc_id) is room:
-            loop = asyncio.get_running_loop()
-            room._evict_handle = loop.call_later(self.settings.grace_s, lambda: self._spawn(self._evict(room)))
+            room.evict_later(self.settings.grace_s, lambda: self._spawn(self._evict(room)))
 
     async def _evict(self, room: Room) -> None:
-        room._evict_handle = None
         await self.journal.drain()
         if room.refs > 0:
             return  # somebody joined while we waited
-        if room.applied_seq > room.snapshot_seq:
+        if room.snapshot_due:
             await self._snapshot(room)
         if room.refs <= 0 and self._rooms.get(room.doc_id) is room:
             del self._rooms[room.doc_id]
             log.info("room %s evicted", room.doc_id)
 
     def schedule_snapshot(self, room: Room) -> None:
-        if not room._snapshotting:
+        if not room.snapshotting:
             self._spawn(self._snapshot(room))
 
     async def _snapshot(self, room: Room) -> None:
-        if room._snapshotting:
+        taken = room.start_snapshot()
+        if taken is None:
             return
-        room._snapshotting = True
+        seq, state = taken
         try:
-            seq, state = room.applied_seq, room.doc.get_update()  # consistent: taken in one loop step
             await asyncio.to_thread(self.store.save_snapshot, room.doc_id, seq, state)
-            room.snapshot_seq = max(room.snapshot_seq, seq)
+            room.snapshot_saved(seq)
             if self.settings.retention_days > 0:
                 cutoff = datetime.now(timezone.utc) - timedelta(days=self.settings.retention_days)
                 n = await asyncio.to_thread(self.store.apply_retention, room.doc_id, cutoff)
@@ -396,14 +431,13 @@ class Rooms:
         except Exception:
             log.exception("snapshot of %s failed (the log still has everything)", room.doc_id)
         finally:
-            room._snapshotting = False
+            room.end_snapshot()
 
     async def close(self) -> None:
         """Shutdown: snapshot every room whose log has grown since its last snapshot."""
         for room in list(self._rooms.values()):
-            if room._evict_handle is not None:
-                room._evict_handle.cancel()
-            if room.applied_seq > room.snapshot_seq:
+            room.cancel_eviction()
+            if room.snapshot_due:
                 await self._snapshot(room)
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)

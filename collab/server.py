@@ -4,20 +4,50 @@ uvicorn's own shutdown closes every websocket at once; anything a client had alr
 wire but uvicorn had not yet read would be lost. This server first stops listening, lets the hub
 read its sockets until they go quiet (``Hub.drain``), and only then lets uvicorn close them;
 the app's lifespan then commits the journal and snapshots the rooms.
+
+Websockets are served by the hub's fast protocol, or by uvicorn's stock one when this install of
+uvicorn/websockets lacks an internal the fast one needs, or when ``TINYMORPH_WS_PROTOCOL=stock``
+asks for it (see ``wsprotocol.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+from typing import Iterable
 
 import uvicorn
 
-from ._wsprotocol import HubWebSocketProtocol
 from .app import create_app
 from .config import Settings
+from .exceptions import ConfigError
 from .hub import Hub
+from .wsprotocol import MISSING, STOCK_PROTOCOL
 
-__all__ = ["serve"]
+__all__ = ["serve", "choose_protocol"]
+
+log = logging.getLogger("tinymorph.server")
+
+
+def choose_protocol(mode: str = "fast", missing: Iterable[str] = MISSING) -> type[asyncio.Protocol] | str:
+    """uvicorn's ``ws`` argument. ``mode``: ``fast`` (the hub's protocol, unless ``missing``
+    names an internal it needs: then a warning naming each, and uvicorn's stock protocol) or
+    ``stock`` (uvicorn's own, e.g. to rule the fast path out); anything else: ConfigError."""
+    if mode not in ("fast", "stock"):
+        raise ConfigError(f"websocket protocol must be 'fast' or 'stock', not {mode!r}")
+    missing = list(missing)
+    if mode == "stock":
+        log.warning("serving websockets with uvicorn's %s protocol, as asked (the fast path is off)",
+                    STOCK_PROTOCOL)
+        return STOCK_PROTOCOL
+    if missing:
+        log.warning("websocket fast path off, serving with uvicorn's %s protocol: this uvicorn/websockets "
+                    "lacks %s", STOCK_PROTOCOL, ", ".join(missing))
+        return STOCK_PROTOCOL
+    from ._wsprotocol import HubWebSocketProtocol  # imports those internals: only once they are known present
+
+    return HubWebSocketProtocol
 
 
 class _DrainingServer(uvicorn.Server):
@@ -35,13 +65,15 @@ class _DrainingServer(uvicorn.Server):
 def serve(settings: Settings, log_level: str = "info") -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # fast (the default) or stock; anything else: ConfigError, before anything starts
+    ws = choose_protocol(os.environ.get("TINYMORPH_WS_PROTOCOL", "fast"))
     hub = Hub(settings)
     app = create_app(settings, hub)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        ws=HubWebSocketProtocol,  # uvicorn's websockets-sansio, with a fast path for binary frames
+        ws=ws,  # uvicorn's websockets-sansio, with a fast path for binary frames unless it cannot run
         # permessage-deflate roughly doubles server CPU for small Yjs frames; off by default.
         ws_per_message_deflate=False,
         # uvicorn drops anything above this itself; the hub's own, smaller limit answers with a reason.

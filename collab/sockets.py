@@ -7,9 +7,10 @@ from the bad frame is applied, nothing after it is read, and the room and its ot
 
 Frames arrive two ways, both through :meth:`Connection.handle`: as ASGI messages from
 ``websocket.receive()``, and, with the hub's own uvicorn protocol, by a direct call from the
-socket while this endpoint waits (the ``RECEIVE_DIRECT`` extension in ``_wsprotocol.py``), which
+socket while this endpoint waits (the ``RECEIVE_DIRECT`` extension, see ``wsprotocol.py``), which
 spares every keystroke a queue, a task switch and Starlette's receive chain. The protocol only
 calls directly when nothing is queued, so frames are handled in the order they arrived either way.
+On uvicorn's stock protocol (the fallback) the extension is absent and every frame is received.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 
 from starlette.websockets import WebSocket
 
-from ._wsprotocol import RECEIVE_DIRECT
+from .wsprotocol import RECEIVE_DIRECT
 from .exceptions import HubShuttingDown, MessageTooLarge, ProtocolError, TinymorphError
 from .hub import Hub, HubState
 from .peers import Peer, PeerState

@@ -157,15 +157,12 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (idempotent)."""
-        from alembic import command
-        from alembic.config import Config
+    def migrate(self, *extensions: Path) -> None:
+        """Bring the schema to the newest revision (idempotent): the hub's tables, then those of
+        each extension's Alembic script directory (each keeps its own version table)."""
+        from .schema import upgrade
 
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        cfg.attributes["engine"] = self.engine
-        command.upgrade(cfg, "head")
+        upgrade(self.engine, *extensions)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -332,11 +329,11 @@ def content_text(state: bytes | None) -> str:
     return str(doc.get("content", type=pycrdt.Text))
 
 
-def migrate(url: str) -> None:
+def migrate(url: str, *extensions: Path) -> None:
     """Bring the database at ``url`` to the newest schema (for processes without a Store)."""
     store = Store(url)
     try:
-        store.migrate()
+        store.migrate(*extensions)
     finally:
         store.close()
 

@@ -47,6 +47,16 @@ def apply_patches(text: Any, patches: list, attrs: dict[str, Any] | None = None)
             text.insert(pos, ins, attrs)
 
 
+def _body(raw: bytes) -> Any:
+    """JSON, or the text of a non-JSON answer (Starlette's plain 404), or None when empty."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,12 +65,15 @@ def free_port() -> int:
 
 class HubProcess:
     def __init__(self, data_dir: Path, *, db: str | None = None, auth_mode: str = "open",
-                 env: dict[str, str] | None = None, log_level: str = "warning") -> None:
+                 env: dict[str, str] | None = None, log_level: str = "warning",
+                 launcher: list[str] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.db = db
         self.auth_mode = auth_mode
         self.extra_env = env or {}
         self.log_level = log_level
+        #: What runs ``tinymorph``'s CLI: ``python -m collab`` unless a test wraps it.
+        self.launcher = launcher or [sys.executable, "-m", "collab"]
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir / "hub.log"
@@ -77,7 +90,7 @@ class HubProcess:
     def start(self, timeout: float = 30) -> "HubProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "TINYMORPH_DATA_DIR": str(self.data_dir), **self.extra_env}
-        cmd = [sys.executable, "-m", "collab", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+        cmd = [*self.launcher, "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--auth-mode", self.auth_mode, "--log-level", self.log_level]
         if self.db:
             cmd += ["--db", self.db]
@@ -121,11 +134,9 @@ class HubProcess:
             req.add_header("authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
-                raw = r.read()
-                return r.status, json.loads(raw) if raw else None
+                return r.status, _body(r.read())
         except urllib.error.HTTPError as e:
-            raw = e.read()
-            return e.code, json.loads(raw) if raw else None
+            return e.code, _body(e.read())
 
     def create_doc(self, title: str = "test", token: str | None = None) -> tuple[str, str]:
         status, body = self.request("POST", "/api/docs", {"title": title}, token)

@@ -1,22 +1,38 @@
-"""``tinymorph inference ...``: serve the OpenAI-compatible API alone, manage steering vectors."""
+"""``tinymorph inference ...``: serve the OpenAI-compatible API alone, manage steering vectors;
+also registers ``tinymorph sae ...`` and ``tinymorph eval ...`` (``sae.cli``).
+
+Commands run with ``InferenceConfig.from_env()`` (``$TINYMORPH_DATA_DIR``, ``$TINYMORPH_DB``)
+unless the program that registers them passes its own ``config``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from .config import InferenceConfig
+from .registry import Inference
+from .sae.cli import register as register_sae
+from .steering.gguf import GGUFLayers
+from .steering.vectors import shipped_vectors
 
 __all__ = ["register"]
 
 
-def register(subparsers: "argparse._SubParsersAction") -> None:
+def register(subparsers: argparse._SubParsersAction,
+             config: Callable[[], InferenceConfig] = InferenceConfig.from_env) -> None:
+    """Add ``inference``, ``sae`` and ``eval`` to ``subparsers``; ``config`` is called when a
+    command runs, for the ``InferenceConfig`` it uses."""
     p = subparsers.add_parser("inference", help="steered inference: serve, vectors, models")
+    p.set_defaults(inference_config=config)
     sub = p.add_subparsers(dest="inference_command", required=True)
 
     serve = sub.add_parser("serve", help="run the OpenAI-compatible API alone, at /v1")
-    serve.add_argument("--host", default=None)
-    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--gguf", type=Path, default=None, help="serve this GGUF instead of SmolLM2")
     serve.set_defaults(func=_serve)
 
@@ -46,32 +62,22 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                           "direction.N was measured at block N-1")
     imp.set_defaults(func=_vectors_import)
 
-    from .sae_cli import register as register_sae
-
-    register_sae(subparsers)  # tinymorph sae ..., tinymorph eval steering
+    register_sae(subparsers, config)  # tinymorph sae ..., tinymorph eval steering
 
 
-def _inference(args):
-    from collab.config import Settings
-
-    from .registry import Inference
-
-    return Inference(Settings.load(), gguf=getattr(args, "gguf", None))
+def _inference(args: argparse.Namespace) -> Inference:
+    return Inference(args.inference_config(), gguf=getattr(args, "gguf", None))
 
 
-def _serve(args) -> int:
+def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    from collab.config import Settings
-
-    from .registry import Inference
     from .server import create_app
 
-    settings = Settings.load(host=args.host, port=args.port)
-    app = Starlette(routes=[Mount("/v1", app=create_app(settings, Inference(settings, gguf=args.gguf)))])
-    uvicorn.run(app, host=settings.host, port=settings.port)
+    app = Starlette(routes=[Mount("/v1", app=create_app(_inference(args)))])
+    uvicorn.run(app, host=args.host, port=args.port)
     return 0
 
 
@@ -90,8 +96,6 @@ def _vectors_list(args) -> int:
 
 
 def _vectors_build(args) -> int:
-    from .vectors import shipped_vectors
-
     inf = _inference(args)
     info = inf.torch_engine().info
     if args.pairs:
@@ -111,8 +115,6 @@ def _vectors_build(args) -> int:
 
 
 def _vectors_export(args) -> int:
-    from .vectors import GGUFLayers
-
     inf = _inference(args)
     info = inf.model_info()
     inf.library.caa_vectors(args.name, info)  # builds a shipped vector on first use
@@ -122,8 +124,6 @@ def _vectors_export(args) -> int:
 
 
 def _vectors_import(args) -> int:
-    from .vectors import GGUFLayers
-
     inf = _inference(args)
     for v in inf.library.import_gguf(args.path, args.name, inf.model_info().key, GGUFLayers(args.convention)):
         print(f"{v.name}\tlayer {v.layer}\tnorm {v.norm:.3f}")

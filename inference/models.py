@@ -1,5 +1,6 @@
-"""SQLAlchemy tables of the inference layer, on their own ``metadata``; the schema is managed by
-the hub's Alembic migrations (``collab/migrations``, revision 0004)."""
+"""SQLAlchemy tables of the inference layer, on their own ``metadata``; their schema is managed by
+the layer's own Alembic migrations (``inference/migrations``, version table
+``alembic_version_inference``), in whatever database the ``InferenceConfig`` names."""
 
 from __future__ import annotations
 

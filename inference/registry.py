@@ -1,7 +1,8 @@
 """The models a process serves, their engines (created on first use), the vector library and SAEs.
 
 One ``Inference`` object per process: the HTTP server holds one, a Celery worker builds its own
-and calls ``engine(name).stream(request)`` in-process. Nothing is loaded until asked for.
+and calls ``engine(name).stream(request)`` in-process. Nothing is loaded until asked for. What it
+needs from its host (data dir, database, workspace texts) comes in an ``InferenceConfig``.
 """
 
 from __future__ import annotations
@@ -11,17 +12,14 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ._modelfiles import DEFAULT_MODEL, default_gguf, model_key
-from .engines import Backend, Engine
+from .config import InferenceConfig
+from .engines import Backend, Engine, LlamaCppEngine, TorchEngine, VLLMEngine
 from .exceptions import BackendUnavailable, UnknownModel
-from .sae import SAERegistry
-from .steering import ModelInfo
-from .vectors import VectorLibrary
-
-if TYPE_CHECKING:
-    from collab.config import Settings
+from .sae.saelens import SAERegistry
+from .steering.spec import ModelInfo
+from .steering.vectors import VectorLibrary
 
 __all__ = ["Inference", "ModelEntry"]
 
@@ -41,17 +39,14 @@ class Inference:
     """Model name -> engine. ``<base>`` is llama.cpp, ``<base>@torch`` and ``<base>@vllm`` the others.
 
     The GGUF defaults to the bundled SmolLM2-135M-Instruct; ``gguf=`` (or ``TINYMORPH_GGUF``)
-    serves any other GGUF instead, named after its file.
+    serves any other GGUF instead, named after its file. ``config`` defaults to
+    ``InferenceConfig.from_env()``.
     """
 
-    def __init__(self, settings: "Settings | None" = None, *, gguf: Path | None = None,
+    def __init__(self, config: InferenceConfig | None = None, *, gguf: Path | None = None,
                  n_ctx: int = 2048, pool_size: int = 4) -> None:
-        if settings is None:
-            from collab.config import Settings
-
-            settings = Settings.load()
-        self.settings = settings
-        self.data_dir = Path(settings.data_dir)
+        self.config = config if config is not None else InferenceConfig.from_env()
+        self.data_dir = self.config.data_dir
         self.n_ctx, self.pool_size = n_ctx, pool_size
         gguf = gguf or (Path(os.environ["TINYMORPH_GGUF"]) if os.environ.get("TINYMORPH_GGUF") else None)
         self._gguf = Path(gguf) if gguf else None
@@ -77,7 +72,7 @@ class Inference:
     def library(self) -> VectorLibrary:
         with self._lock:
             if self._library is None:
-                self._library = VectorLibrary(self.settings.database_url, residuals=self._residuals,
+                self._library = VectorLibrary(self.config.database_url, residuals=self._residuals,
                                               saes=self.saes)
             return self._library
 
@@ -94,22 +89,17 @@ class Inference:
                                f"{', '.join(m.name for m in self.models())}", param="model")
         library = self.library
         if entry.backend is Backend.LLAMA_CPP:
-            from .llamacpp import LlamaCppEngine
-
             engine: Engine = LlamaCppEngine(name, entry.path, library, data_dir=self.data_dir,
                                             n_ctx=self.n_ctx, pool_size=self.pool_size)
         elif entry.backend is Backend.TORCH:
-            from .torch_engine import TorchEngine
-
             engine = TorchEngine(name, entry.path, library, data_dir=self.data_dir, n_ctx=self.n_ctx)
         else:
-            from .vllm_engine import VLLMEngine
-
             engine = VLLMEngine(name, entry.path, library, data_dir=self.data_dir, n_ctx=self.n_ctx)
         with self._lock:
             return self._engines.setdefault(name, engine)
 
-    def torch_engine(self):
+    def torch_engine(self) -> TorchEngine:
+        """The reference engine: activations, norms, SAE work."""
         return self.engine(f"{self.base_name}@torch")
 
     def model_info(self, name: str | None = None) -> ModelInfo:

@@ -5,6 +5,9 @@ Routes: ``GET /models``, ``POST /completions``, ``POST /chat/completions`` (plai
 steering spec); ``usage`` carries ``timings``. Every failure is a 4xx/5xx JSON body in OpenAI's
 error shape, raised before the first streamed byte where it can be, so clients see normal API
 errors and the server keeps serving.
+
+The app serves the ``Inference`` it is given; ``gguf:NAME`` sources name files in
+``<config.data_dir>/control_vectors``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -24,10 +26,10 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from .embeddings import EMBEDDING_MODEL, Embedder
-from .engines import GenerationRequest, SamplingParams
+from .engines.base import Completion, Engine, GenerationRequest, SamplingParams
 from .exceptions import InferenceError, InvalidRequest, InvalidSteering, UnknownModel
 from .registry import Inference
-from .steering import SourceKind, SteeringSpec
+from .steering.spec import SourceKind, SteeringSpec
 
 __all__ = ["create_app"]
 
@@ -101,24 +103,20 @@ def _confine_gguf(spec: SteeringSpec, vectors_dir: Path | None) -> SteeringSpec:
     return SteeringSpec(tuple(terms))
 
 
-def create_app(settings: Any = None, inference: Inference | None = None) -> Starlette:
-    """The API app; models load lazily on first request."""
-    state: dict[str, Any] = {"inference": inference, "embedder": Embedder()}
+def create_app(inference: Inference) -> Starlette:
+    """The API app for ``inference``; models load lazily on first request."""
+    embedder = Embedder()
+    vectors_dir = inference.config.data_dir / "control_vectors"
 
-    def inf() -> Inference:
-        if state["inference"] is None:
-            state["inference"] = Inference(settings)
-        return state["inference"]
-
-    def engine_for(body: dict):
+    def engine_for(body: dict) -> Engine:
         model = body.get("model")
         if model is not None and not isinstance(model, str):
             raise InvalidRequest("model must be a string", param="model")
-        return inf().engine(model)
+        return inference.engine(model)
 
     async def models(request: Request) -> JSONResponse:
         data = [{"id": m.name, "object": "model", "created": 0, "owned_by": "tinymorph",
-                 "backend": str(m.backend)} for m in inf().models()]
+                 "backend": str(m.backend)} for m in inference.models()]
         data.append({"id": EMBEDDING_MODEL, "object": "model", "created": 0, "owned_by": "tinymorph",
                      "backend": "sentence-transformers"})
         return JSONResponse({"object": "list", "data": data})
@@ -126,7 +124,7 @@ def create_app(settings: Any = None, inference: Inference | None = None) -> Star
     async def generate(request: Request, chat: bool):
         body = await _body(request)
         engine = engine_for(body)
-        req = _request(body, chat, vectors_dir=inf().data_dir / "control_vectors")
+        req = _request(body, chat, vectors_dir=vectors_dir)
         prepared = await run_in_threadpool(engine.prepare, req)  # errors become 4xx here
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -180,7 +178,7 @@ def create_app(settings: Any = None, inference: Inference | None = None) -> Star
                                param="model")
         texts = body.get("input")
         texts = [texts] if isinstance(texts, str) else texts
-        vecs, n_tokens = await run_in_threadpool(state["embedder"].embed, texts)
+        vecs, n_tokens = await run_in_threadpool(embedder.embed, texts)
         return JSONResponse({"object": "list", "model": EMBEDDING_MODEL,
                              "data": [{"object": "embedding", "index": i, "embedding": v}
                                       for i, v in enumerate(vecs)],
@@ -194,7 +192,7 @@ def create_app(settings: Any = None, inference: Inference | None = None) -> Star
             raise InvalidRequest("steer/compare needs a 'steering' spec", param="steering")
         chat = "messages" in body
         params = _params({**body, "seed": body.get("seed", 0)})
-        steered = _request(body, chat, params, inf().data_dir / "control_vectors")
+        steered = _request(body, chat, params, vectors_dir)
         default = _request({**body, "steering": None}, chat, params)
         prepared = [await run_in_threadpool(engine.prepare, r) for r in (steered, default)]
         out = {}
@@ -216,7 +214,7 @@ def create_app(settings: Any = None, inference: Inference | None = None) -> Star
                                        "type": "server_error", "param": None, "code": None}},
                             status_code=500)
 
-    return Starlette(
+    app = Starlette(
         routes=[Route("/models", models, methods=["GET"]),
                 Route("/completions", completions, methods=["POST"]),
                 Route("/chat/completions", chat_completions, methods=["POST"]),
@@ -225,14 +223,14 @@ def create_app(settings: Any = None, inference: Inference | None = None) -> Star
         exception_handlers={InferenceError: on_inference_error, HTTPException: on_http_error,
                             Exception: on_crash},
     )
+    app.state.inference = inference  # where routes added to this app (``sae.api.routes``) look
+    return app
 
 
-def _collect(engine, req, prepared):
+def _collect(engine: Engine, req: GenerationRequest, prepared: tuple) -> Completion:
     """Run a whole generation (in a worker thread)."""
     text, last = [], None
     for ev in engine.stream(req, prepared):
         text.append(ev.text)
         last = ev
-    from .engines import Completion
-
     return Completion("".join(text), [], last.finish_reason, last.usage)

@@ -9,8 +9,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from collab.config import Settings
-from inference import Inference
+from inference import Inference, InferenceConfig
 
 CHAT = [{"role": "user", "content": "Tell me about your weekend."}]
 
@@ -24,5 +23,5 @@ def data_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def inference() -> Inference:
-    return Inference(Settings(data_dir=data_dir()))
+    return Inference(InferenceConfig(data_dir=data_dir()))
 

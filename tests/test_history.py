@@ -8,7 +8,7 @@ import pycrdt
 import pytest
 
 from collab.client import HubClient
-from collab.protocol import decode_state_vector
+from collab.updates import decode_state_vector
 from collab.store import Store
 from collab.testing import apply_patches, load_trace
 
@@ -39,7 +39,7 @@ def fork_replay(trace: dict):
         with doc.transaction():
             apply_patches(text, txn["patches"], {"typist": NAMES[agent]})
         states[i] = doc.get_update()
-        clock = dict(decode_state_vector(doc.get_state())).get(FORK_CLIENT[agent], 0)
+        clock = decode_state_vector(doc.get_state()).get(FORK_CLIENT[agent], 0)
         yield agent, doc.get_update(before), clock
     final = pycrdt.Doc()
     final.apply_update(pycrdt.merge_updates(*states.values()))
@@ -47,7 +47,7 @@ def fork_replay(trace: dict):
 
 
 def clock_of(client: HubClient, yjs_client: int) -> int:
-    return dict(decode_state_vector(client.doc.get_state())).get(yjs_client, 0)
+    return decode_state_vector(client.doc.get_state()).get(yjs_client, 0)
 
 
 @pytest.fixture(scope="module")

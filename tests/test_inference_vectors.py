@@ -6,11 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from gguf import GGUFReader
 from safetensors.numpy import save_file
 
-from inference import (GenerationRequest, GGUFLayers, SamplingParams, SteeringSpec, UnknownFeature,
-                       read_control_vector, write_control_vector)
+from inference import (VERSION_TABLE, GenerationRequest, GGUFLayers, InferenceConfig, SamplingParams, SteeringSpec,
+                       UnknownFeature, VectorLibrary, read_control_vector, write_control_vector)
 from inference_support import CHAT, inference
 
 PAIRS = [("I am delighted to inform you of the outcome.", "yo guess what lol"),
@@ -69,6 +70,31 @@ def test_gguf_export_import_round_trip_and_layer_shift(info, tmp_path):
     same = greedy([{"source": f"gguf:{applied}", "strength": 0.3}])
     assert same == greedy([{"source": "caa:formal", "strength": 0.3}])
     assert same == greedy([{"source": "caa:formal-imported", "strength": 0.3}])
+
+
+def test_the_library_migrates_its_own_tables_in_its_own_version_table(tmp_path):
+    config = InferenceConfig(data_dir=tmp_path / "data")  # default: SQLite in the data dir
+    assert config.database_url == f"sqlite:///{tmp_path / 'data' / 'tinymorph.db'}"
+    VectorLibrary(config.database_url)
+    VectorLibrary(config.database_url)  # idempotent
+    db = sa.create_engine(config.database_url)
+    with db.connect() as conn:
+        tables = set(sa.inspect(conn).get_table_names())
+        version = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    db.dispose()
+    assert tables == {"inference_steering_vectors", "inference_saes", "alembic_version_inference"}
+    assert version == ["0004"]
+
+
+def test_config_from_env_follows_the_hub_rule(monkeypatch, tmp_path):
+    monkeypatch.delenv("TINYMORPH_DATA_DIR", raising=False)
+    monkeypatch.delenv("TINYMORPH_DB", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert InferenceConfig.from_env().data_dir == tmp_path / "tinymorph"
+    monkeypatch.setenv("TINYMORPH_DATA_DIR", str(tmp_path / "own"))
+    monkeypatch.setenv("TINYMORPH_DB", "postgresql://x/y")
+    config = InferenceConfig.from_env()
+    assert config.data_dir == tmp_path / "own" and config.database_url == "postgresql://x/y"
 
 
 def test_write_control_vector_refuses_layer_zero(tmp_path):

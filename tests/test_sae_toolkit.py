@@ -13,10 +13,10 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from inference import SAETrainingError, UnknownFeature
-from inference.sae_api import routes
-from inference.sae_catalog import SAECatalog
-from inference.sae_corpus import WRITING_PROMPTS, build_corpus
-from inference.sae_train import TrainConfig, train
+from inference.sae.api import routes
+from inference.sae.catalog import SAECatalog
+from inference.sae.corpus import WRITING_PROMPTS, build_corpus
+from inference.sae.train import TrainConfig, train
 
 CFG = TrainConfig(layer=10, d_sae=256, k=8, tokens=24_576, batch_size=128, checkpoints=2)
 SAE_ID = "test-tiny-L10"
@@ -35,6 +35,19 @@ def tiny():
     return inf, result, corpus
 
 
+def test_corpus_takes_the_workspace_documents_it_is_given(tiny):
+    inf = inference()
+    docs = [("d1", "A first paragraph.\n\nA second one."), ("d2", "Only one here.")]
+    # the self-written part is the fixture's, from the cache: nothing is generated again
+    corpus = build_corpus(inf, n_samples=1, max_tokens=40, prompts=WRITING_PROMPTS[:4], progress=False,
+                          documents=lambda: iter(docs))
+    assert corpus.texts[:3] == ["A first paragraph.", "A second one.", "Only one here."]
+    assert corpus.sources[:3] == ["doc:d1", "doc:d1", "doc:d2"]
+    assert corpus.provenance()["documents"] == 2
+    alone = build_corpus(inf, n_samples=1, max_tokens=40, prompts=WRITING_PROMPTS[:4], progress=False)
+    assert alone.texts == corpus.texts[3:] and not any(s.startswith("doc:") for s in alone.sources)
+
+
 def test_training_saves_saelens_format_and_registers(tiny):
     inf, result, corpus = tiny
     cfg = json.loads((result.folder / "cfg.json").read_text())
@@ -43,7 +56,7 @@ def test_training_saves_saelens_format_and_registers(tiny):
     sae = inf.saes.get(SAE_ID)
     assert sae.layer == 10 and sae.d_in == 576
     assert np.allclose(np.linalg.norm(sae.W_dec, axis=1), 1, atol=1e-4)  # folded: steering-ready
-    row = SAECatalog(inf.settings.database_url).get(SAE_ID)
+    row = SAECatalog(inf.config.database_url).get(SAE_ID)
     assert row["status"] == "ready" and row["tokens_trained"] >= CFG.tokens
     assert row["provenance"]["corpus"]["texts"] == len(corpus.texts)
     # checkpoints are not listed as SAEs
@@ -69,7 +82,7 @@ def test_training_resumes_from_a_checkpoint_and_skips_when_done(tiny):
 
 @pytest.fixture(scope="module")
 def evaluated(tiny):
-    from inference.sae_eval import evaluate
+    from inference.sae.eval import evaluate
 
     return evaluate(tiny[0], SAE_ID)
 
@@ -85,11 +98,11 @@ def test_eval_metrics_are_sane(tiny, evaluated):
     assert int((density == 0).sum()) == r.dead
     png = tiny[1].folder / "eval" / "density.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert SAECatalog(tiny[0].settings.database_url).get(SAE_ID)["metrics"]["l0"] == r.l0
+    assert SAECatalog(tiny[0].config.database_url).get(SAE_ID)["metrics"]["l0"] == r.l0
 
 
 def test_text_features_index_search_and_self_explanation(tiny):
-    from inference.sae_explain import FeatureIndex, self_explain, text_features
+    from inference.sae.explain import FeatureIndex, self_explain, text_features
 
     inf = tiny[0]
     tf = text_features(inf, SAE_ID, "The sea was calm and the ships sailed slowly.", top=5)
@@ -115,7 +128,7 @@ def test_text_features_index_search_and_self_explanation(tiny):
 
 
 def test_decompose_caa_vector_and_downstream(tiny):
-    from inference.sae_decompose import decompose, downstream
+    from inference.sae.decompose import decompose, downstream
 
     inf = tiny[0]
     d = decompose(inf, "formal", SAE_ID, top=5)  # shipped vector, layer 10
@@ -128,7 +141,7 @@ def test_decompose_caa_vector_and_downstream(tiny):
 
 
 def test_steering_eval_tiny(tiny):
-    from inference import steering_eval as se
+    from inference.sae import steering_eval as se
 
     inf = tiny[0]
     cfg = se.EvalConfig(SAE_ID, {"ocean": se.CONCEPTS["ocean"]}, se.PROMPTS[:1], (0.0, 0.5), max_tokens=8,
