@@ -19,8 +19,10 @@ from collab.exceptions import ConfigError
 
 __all__ = ["create_celery", "is_local_broker", "local_broker_dir"]
 
-#: How often an idle worker looks for a message in the local broker's folder (seconds).
-LOCAL_POLL_S = 0.1
+#: How often an idle worker looks for a message in the local broker's folder (seconds): a task
+#: waits half of it on average; every look wakes the worker, and at 10/s per worker those wake-ups
+#: cost the hub process (on the same cores) several per cent of its CPU per keystroke (bench.hub).
+LOCAL_POLL_S = 0.5
 
 
 def is_local_broker(settings: Settings) -> bool:

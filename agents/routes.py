@@ -33,7 +33,7 @@ __all__ = ["routes"]
 
 
 def _service(request: Request) -> AgentService:
-    service = getattr(request.app.state.hub, "agents", None)
+    service = getattr(request.app.state, "agents", None)  # set by the extension's startup
     if service is None:
         raise Unavailable("agents are not running on this hub")
     return service

@@ -72,7 +72,6 @@ class AgentService:
             from .watcher import Watcher
 
             self.watcher = Watcher(self, self.settings.watcher_agent, self.settings.watcher_debounce_s)
-        self.hub.agents = self
 
     def subscriptions(self) -> list[tuple[str, Any, Any]]:
         """``(topic, handler, filter)`` for the hub's bus (see ``Extension.subscriptions``)."""
@@ -102,19 +101,21 @@ class AgentService:
         if self.graph_scheduler:
             await self.graph_scheduler.stop()
         if self.workers:
-            await asyncio.to_thread(self.workers.stop, 5)
+            await asyncio.to_thread(self.workers.stop, 10)
 
     # -- the embedding graph (the model work is the workers') ------------------------------
-    async def _call(self, name: str, args: list[Any], timeout: float) -> Any:
+    async def _call(self, name: str, args: list[Any], timeout: float, poll_s: float) -> Any:
         """Send a task and wait for its result, off the event loop, in one-second waits so that a
-        cancelled caller (the hub shutting down) never leaves a thread blocked for ``timeout``."""
+        cancelled caller (the hub shutting down) never leaves a thread blocked for ``timeout``.
+        ``poll_s``: how often the result backend is read meanwhile (the hub's CPU, not the task's
+        speed: a graph rebuild nobody waits for can be looked at rarely)."""
         from celery.exceptions import TimeoutError as ResultTimeout
 
         result = await asyncio.to_thread(self.celery.send_task, name, args=args)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
-                return await asyncio.to_thread(result.get, timeout=1.0, interval=0.05)
+                return await asyncio.to_thread(result.get, timeout=1.0, interval=poll_s)
             except ResultTimeout:
                 if asyncio.get_running_loop().time() >= deadline:
                     raise Unavailable(f"{name}: no worker answered within {timeout:.0f} s") from None
@@ -122,7 +123,7 @@ class AgentService:
                 raise Unavailable(f"{name} failed in the worker: {type(exc).__name__}: {exc}") from None
 
     async def _rebuild_graph(self, doc_id: str) -> dict[str, Any]:
-        return await self._call(GRAPH_TASK, [doc_id], GRAPH_TIMEOUT_S)
+        return await self._call(GRAPH_TASK, [doc_id], GRAPH_TIMEOUT_S, poll_s=0.5)
 
     async def graph(self, doc_id: str, at: str | None) -> dict[str, Any]:
         """The stored graph at a log position or time (None: the newest)."""
@@ -135,7 +136,7 @@ class AgentService:
     async def search(self, query: str, doc_ids: list[str] | None) -> list[dict[str, Any]]:
         if not self.settings.graph_enabled:
             raise Unavailable("search needs the embedding graph (graph_enabled is false)")
-        return await self._call(SEARCH_TASK, [query, doc_ids], SEARCH_TIMEOUT_S)
+        return await self._call(SEARCH_TASK, [query, doc_ids], SEARCH_TIMEOUT_S, poll_s=0.05)
 
     # -- runs -----------------------------------------------------------------------------
     async def document(self, doc_id: str) -> Doc:

@@ -134,8 +134,9 @@ def register(app: Any) -> Any:
 
 
 def rebuild_graph(self, doc_id: str) -> dict[str, Any]:
-    """Bring the document's embedding graph up to the end of its log (see graph.py)."""
-    return resources(self.app).graph.update(doc_id)
+    """Bring the document's embedding graph up to the end of its log (see graph.py); the summary
+    says which process did it (``graph.updated`` carries it, for diagnostics)."""
+    return resources(self.app).graph.update(doc_id) | {"worker_pid": os.getpid()}
 
 
 def search_graph(self, query: str, doc_ids: list[str] | None, limit: int = 10) -> list[dict[str, Any]]:

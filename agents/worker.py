@@ -100,8 +100,8 @@ class WorkerProcesses:
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("worker %d still busy after %.0fs; killing it (its run's lease will expire)",
-                            proc.pid, timeout)
+                log.warning("worker %d did not stop within %.0fs; killed (a run it held is taken again "
+                            "when its lease expires)", proc.pid, timeout)
                 proc.kill()
                 proc.wait()
         self._procs = []

@@ -17,6 +17,16 @@ INLINE_STEERING = [{"source": "inline", "vector": [((i * 37) % 11 - 5) / 5 for i
                     "layers": [8], "strength": 0.2}]
 
 
+def migrated_store(path: Path):
+    """A Store on a new SQLite file with the schema a hub with the agents extension has."""
+    from agents.extension import extension
+    from collab.store import Store
+
+    store = Store(f"sqlite:///{path}")
+    store.migrate(extension.migrations)
+    return store
+
+
 def wait(predicate: Callable[[], Any], what: str, timeout: float = 120, every: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:

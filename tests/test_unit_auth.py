@@ -8,30 +8,27 @@ from datetime import datetime, timedelta, timezone
 
 import jwt
 import pytest
+from agents_support import migrated_store
 
-from collab import (Authenticator, AuthMode, Identity, InvalidToken, PermissionDenied, Role, Store,
-                    TinymorphError, TokenRevoked)
+from collab import (
+    Authenticator,
+    AuthMode,
+    Identity,
+    InvalidToken,
+    PermissionDenied,
+    Role,
+    Store,
+    TinymorphError,
+    TokenRevoked,
+)
 
 SECRET = "unit-test-secret-" + "x" * 32
 DOC_ROLES = [Role.OWNER, Role.EDITOR, Role.VIEWER, Role.AGENT]
 
 
-def make_schema(store: Store) -> None:
-    """The schema by the Alembic migrations; whatever they did not create (a migration mid-refactor)
-    from the models' metadata, which only adds missing tables."""
-    from collab.models import Base
-
-    try:
-        store.migrate()
-    except Exception:  # noqa: BLE001
-        pass
-    Base.metadata.create_all(store.engine)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('auth') / 'auth.db'}")
-    make_schema(store)
+    store = migrated_store(tmp_path_factory.mktemp('auth') / 'auth.db')
     yield store
     store.close()
 

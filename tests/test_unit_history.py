@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import pycrdt
 import pytest
+from agents_support import migrated_store
 
 from collab import LogEntry, Store
 from collab.history import History, diff_ids, sessions
@@ -22,22 +23,9 @@ AGENT_META = {"run_id": "run-1", "model": "smol", "steering": [{"source": "caa:f
               "token_id": "tok-agent"}
 
 
-def make_schema(store: Store) -> None:
-    """The schema by the Alembic migrations; whatever they did not create (a migration mid-refactor)
-    from the models' metadata, which only adds missing tables."""
-    from collab.models import Base
-
-    try:
-        store.migrate()
-    except Exception:  # noqa: BLE001
-        pass
-    Base.metadata.create_all(store.engine)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('history') / 'history.db'}")
-    make_schema(store)
+    store = migrated_store(tmp_path_factory.mktemp('history') / 'history.db')
     yield store
     store.close()
 

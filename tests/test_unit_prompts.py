@@ -7,6 +7,7 @@ Properties, not wording: which text goes into the prompt and where, what the tok
 from __future__ import annotations
 
 import pytest
+from agents_support import migrated_store
 
 from agents import Edit, InvalidTask, Mode, Task
 from agents.prompts import CONTEXT_CHARS, build_prompt, build_request
@@ -228,33 +229,14 @@ def test_build_request_clamps_the_budget():
 # -- run options validation (AgentService.create_run) -----------------------------------------
 
 
-def make_schema(store) -> None:
-    """The schema by the Alembic migrations (the hub's, then the agents' own script directory
-    where there is one); whatever they did not create (a migration mid-refactor) from the models'
-    metadata, which only adds missing tables."""
-    from pathlib import Path
-
-    import agents
-    import agents.models  # noqa: F401 - registers the agents' tables on the hub's metadata
-    from collab.models import Base
-
-    extension = Path(agents.__file__).parent / "migrations"
-    try:
-        store.migrate(*([extension] if (extension / "env.py").exists() else []))
-    except Exception:  # noqa: BLE001
-        pass
-    Base.metadata.create_all(store.engine)
-
-
 @pytest.fixture
 def service(tmp_path):
     """An ``AgentService`` on a real database; the hub it serves is a stand-in that only answers
     ``document_state`` (an empty document) — validation happens before anything is queued."""
     from agents import AgentService
-    from collab import Settings, Store
+    from collab import Settings
 
-    store = Store(f"sqlite:///{tmp_path / 'agents.db'}")
-    make_schema(store)
+    store = migrated_store(tmp_path / "agents.db")
 
     class StandInHub:
         def __init__(self) -> None:

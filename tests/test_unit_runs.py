@@ -14,10 +14,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+from agents_support import migrated_store
 
 from agents import ClaimOutcome, RunNotCancellable, RunStatus, RunStore, UnknownRun
 from agents.models import RunRow
-from collab import Store
 
 LEASE_S = 60.0  # a lease far longer than any test: "live" unless a test makes it stale
 
@@ -36,28 +36,9 @@ LEGAL = {
 }
 
 
-def make_schema(store: Store) -> None:
-    """The schema by the Alembic migrations (the hub's, then the agents' own script directory
-    where there is one); whatever they did not create (a migration mid-refactor) from the models'
-    metadata, which only adds missing tables."""
-    from pathlib import Path
-
-    import agents
-    import agents.models  # noqa: F401 - registers the agents' tables on the hub's metadata
-    from collab.models import Base
-
-    extension = Path(agents.__file__).parent / "migrations"
-    try:
-        store.migrate(*([extension] if (extension / "env.py").exists() else []))
-    except Exception:  # noqa: BLE001
-        pass
-    Base.metadata.create_all(store.engine)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('runs') / 'runs.db'}")
-    make_schema(store)
+    store = migrated_store(tmp_path_factory.mktemp('runs') / 'runs.db')
     yield store
     store.close()
 

@@ -73,17 +73,31 @@ export function paragraphOffset (text, node) {
   return offset
 }
 
+// The graph is built by the server's workers a little after the text changes (and the first time
+// after the embedding model loads), so a visible graph view asks again every few seconds.
+const POLL_MS = 4000
+
 export function graphView ({ api, docId, session, jumpTo }) {
   const el = h('div', { class: 'review graph' })
   let positions = new Map()
+  let timer = null
+
+  function hide () { clearTimeout(timer); timer = null }
 
   async function refresh () {
+    clearTimeout(timer)
+    timer = setTimeout(refresh, POLL_MS)
     if (!el.childElementCount) setChildren(el, loading('the graph'))
     let nodes, edges
     try {
       ({ nodes = [], edges = [] } = await api.get(docPath(docId, '/graph')))
     } catch (err) { return showError(el, err, 'The graph') }
-    if (!nodes.length) return setChildren(el, h('p', { class: 'muted' }, 'Write a few paragraphs to see how they relate.'))
+    if (!nodes.length) {
+      const written = session.ytext.toString().trim().length > 0
+      return setChildren(el, h('p', { class: 'muted' }, written
+        ? 'The graph is being built from your paragraphs…'
+        : 'Write a few paragraphs to see how they relate.'))
+    }
     positions = layout(nodes, edges, positions)
     const at = (id) => positions.get(id)
     const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, class: 'graph-svg', role: 'group', 'aria-label': `Paragraph graph: ${nodes.length} paragraphs, ${edges.length} links` },
@@ -107,5 +121,5 @@ export function graphView ({ api, docId, session, jumpTo }) {
       h('p', { class: 'legend-line' }, '— similar (thicker = closer) · ‒ ‒ next paragraph · select a node to jump to it'),
       svg)
   }
-  return { el, refresh, live: true }
+  return { el, refresh, hide, live: true }
 }
