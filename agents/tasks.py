@@ -56,7 +56,8 @@ class Resources:
     def store(self):
         from collab.store import Store
 
-        return Store(self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous)
+        return Store(self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous,
+                     limits=self.settings.update_limits())
 
     @cached_property
     def runs(self) -> RunStore:

@@ -31,7 +31,10 @@ FRONTEND_DIST = Path(__file__).resolve().parent.parent / "frontend" / "dist"
 
 async def _health(request: Request) -> JSONResponse:
     hub: Hub = request.app.state.hub
-    return JSONResponse({"status": hub.state.value, "peers": len(hub.peers), "rooms": len(hub.rooms.all()) if hub.rooms else 0})
+    quarantined = [{"doc_id": doc_id, "seq": seq, "reason": reason}
+                   for (doc_id, seq), reason in hub.store.quarantined.items()]
+    return JSONResponse({"status": hub.state.value, "peers": len(hub.peers),
+                         "rooms": len(hub.rooms.all()) if hub.rooms else 0, "quarantined": quarantined})
 
 
 async def _spa_index(request: Request) -> FileResponse:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .auth import AuthMode
 from .exceptions import ConfigError
+from .limits import UpdateLimits
 
 __all__ = ["Settings", "data_dir"]
 
@@ -53,6 +54,13 @@ class Settings:
     commit_max_batch: int = 2000
     #: Backpressure: every socket stops reading while this many updates wait for the database.
     commit_max_pending: int = 20000
+    #: Structural limits on each update and presence message (limits.py), checked before pycrdt
+    #: sees it: nesting depth of values, structs per update, client ids per update, bytes of one
+    #: string. A message over a limit closes its socket with 4413.
+    update_max_depth: int = 64
+    update_max_structs: int = 200_000
+    update_max_clients: int = 1_000
+    update_max_string_bytes: int = 8 * 1024 * 1024
     #: A snapshot (merged state) is written after this many log entries since the last one.
     snapshot_every: int = 500
     #: How long an empty room stays in memory before it is evicted.
@@ -141,6 +149,10 @@ class Settings:
             path.write_text(secrets.token_urlsafe(48))
         self.secret = path.read_text().strip()
         return self.secret
+
+    def update_limits(self) -> UpdateLimits:
+        return UpdateLimits(max_depth=self.update_max_depth, max_structs=self.update_max_structs,
+                            max_clients=self.update_max_clients, max_string_bytes=self.update_max_string_bytes)
 
     def environment(self) -> dict[str, str]:
         """These settings as ``TINYMORPH_*`` variables, for a child process (a worker) that must

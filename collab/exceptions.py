@@ -12,6 +12,7 @@ __all__ = [
     "ProtocolError",
     "MessageTooLarge",
     "UpdateDecodeError",
+    "LimitExceeded",
     "UnknownDocument",
     "InvalidToken",
     "TokenRevoked",
@@ -58,6 +59,14 @@ class UpdateDecodeError(ProtocolError):
     """A sync update frame is well framed but its Yjs update does not decode."""
 
     close_code = 4422
+
+
+class LimitExceeded(ProtocolError):
+    """A message is deeper, larger or more numerous than the hub's structural limits (limits.py):
+    refused before any library sees it."""
+
+    http_status = 413
+    close_code = 4413
 
 
 class UnknownDocument(TinymorphError):

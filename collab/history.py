@@ -246,7 +246,10 @@ class History:
             fresh = cached is None or (upto is not None and cached.seq > upto)
             replay = Replay() if fresh else cached
             for row in self.store.updates(doc_id, after=replay.seq, upto=upto):
-                replay.apply(row)
+                if self.store.admits(doc_id, row.seq, row.data):
+                    replay.apply(row)
+                else:
+                    replay.seq = row.seq  # quarantined: passed over, never applied
             if not fresh or cached is None:
                 self._replays[doc_id] = replay
                 self._replays.move_to_end(doc_id)

@@ -37,7 +37,8 @@ class HubState(Enum):
 class Hub:
     def __init__(self, settings: Settings, bus: EventBus | None = None) -> None:
         self.settings = settings
-        self.store = Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        self.store = Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous,
+                           limits=settings.update_limits())
         self.auth = Authenticator(self.store, settings.signing_secret(), settings.auth_mode, settings.token_ttl_s)
         self.bus = bus or create_bus(settings.event_bus)
         self.history = History(self.store)
@@ -71,6 +72,7 @@ class Hub:
                 grace_s=self.settings.room_grace_s,
                 retention_days=self.settings.retention_days,
                 auto_create=self.settings.auto_create_docs,
+                limits=self.settings.update_limits(),
             ),
         )
         self.journal.start()

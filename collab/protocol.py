@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from .exceptions import ProtocolError
+from .limits import check_json
 from .lib0 import Reader, Writer, write_var_uint
 
 __all__ = [
@@ -93,18 +94,25 @@ def decode_auth(frame: bytes) -> str:
     return r.var_bytes().decode(errors="replace")
 
 
-def decode_awareness(update: bytes) -> list[tuple[int, int, dict | None]]:
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # browsers' JSON.parse fails on NaN and Infinity
+
+
+def decode_awareness(update: bytes, max_depth: int = 64) -> list[tuple[int, int, dict | None]]:
     """Validate an awareness update: ``[(client_id, clock, state or None)]``.
 
-    Checked before pycrdt's Awareness sees it, because that would fail half way through.
+    Checked before pycrdt's Awareness sees it, because that would fail half way through; states
+    nested deeper than ``max_depth`` (LimitExceeded) or holding NaN/Infinity, which every
+    browser peer would fail to parse, are refused.
     """
     r = Reader(update)
     out = []
     for _ in range(r.var_uint()):
         client_id, clock = r.var_uint(), r.var_uint()
         raw = r.var_bytes()
+        check_json(raw, max_depth)
         try:
-            state = json.loads(raw) if raw else None
+            state = json.loads(raw, parse_constant=_no_constant) if raw else None
         except (UnicodeDecodeError, ValueError) as exc:
             raise ProtocolError(f"awareness state of client {client_id} is not JSON") from exc
         if state is not None and not isinstance(state, dict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -20,7 +20,7 @@ from pycrdt import Awareness, Doc, Map, Text
 
 from .auth import Identity
 from .events import Event, EventBus
-from .exceptions import ProtocolError, UnknownDocument, UpdateDecodeError
+from .exceptions import LimitExceeded, ProtocolError, UnknownDocument, UpdateDecodeError
 from .journal import Journal
 from .peers import Peer
 from .protocol import (
@@ -35,6 +35,7 @@ from .protocol import (
     sync_update,
 )
 from .store import LoadedDocument, LogEntry, Store
+from .limits import UpdateLimits, check_update
 from .updates import EMPTY_UPDATE, UpdateSummary, first_client, has_structs, summarize
 
 __all__ = ["Room", "Rooms", "RoomSettings"]
@@ -48,6 +49,7 @@ class RoomSettings:
     grace_s: float = 30.0
     retention_days: float = 0.0
     auto_create: bool = False
+    limits: UpdateLimits = field(default_factory=UpdateLimits)
 
 
 class Room:
@@ -176,6 +178,14 @@ class Room:
     def _receive_update(self, peer: Peer, update: bytes, *, resync: bool) -> None:
         if update == EMPTY_UPDATE:
             return
+        # Structure first, by our own non-recursive reader: pycrdt crashes the process on
+        # values nested deeply enough (see limits.py). LimitExceeded closes this socket only.
+        try:
+            check_update(update, self.rooms.settings.limits)
+        except LimitExceeded:
+            raise
+        except ProtocolError as exc:
+            raise UpdateDecodeError(f"update does not decode: {exc}") from exc
         try:
             pycrdt.get_state(update)  # decodes the whole update: this is the validation
         except ValueError as exc:
@@ -212,7 +222,7 @@ class Room:
         the socket through which it first appeared (as the Node server does), not to every
         socket that mentions it; and echoes that change nothing are not relayed.
         """
-        decode_awareness(update)  # validate before pycrdt sees it
+        decode_awareness(update, self.rooms.settings.limits.max_depth)  # validate before pycrdt sees it
         changed: dict[str, list[int]] = {}
 
         def on_update(topic: str, payload) -> None:

@@ -8,6 +8,7 @@ works unchanged through ``postgresql+psycopg``.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,9 +21,13 @@ from sqlalchemy import Table, create_engine, delete, event, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
+from .exceptions import ProtocolError
+from .limits import UpdateLimits, check_update
 from .models import Document, Snapshot, Token, Update, utcnow
 
 __all__ = ["Store", "LogEntry", "LoadedDocument", "content_text", "migrate"]
+
+log = logging.getLogger("tinymorph.store")
 
 
 @dataclass(slots=True)
@@ -47,6 +52,8 @@ class LoadedDocument:
     state: bytes | None
     seq: int
     snapshot_seq: int
+    #: Log positions skipped because their entry breaks the structural limits (see ``Store.admits``).
+    quarantined: tuple[int, ...] = ()
 
 
 class _InsertMany:
@@ -120,8 +127,15 @@ class _InsertMany:
 
 
 class Store:
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", echo: bool = False) -> None:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", echo: bool = False,
+                 limits: UpdateLimits | None = None) -> None:
         self.url = url
+        #: What an entry must satisfy to be applied when a document is loaded or replayed. The hub
+        #: checks updates before they are logged; this keeps an entry logged before those checks
+        #: existed (or under looser limits) from crashing every process that loads it.
+        self.limits = limits or UpdateLimits()
+        #: ``(doc_id, seq)`` of the entries skipped so far by this process, with the reason.
+        self.quarantined: dict[tuple[str, int], str] = {}
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
@@ -231,12 +245,44 @@ class Store:
             snap = conn.execute(snap_q.order_by(Snapshot.seq.desc()).limit(1)).first()
             snapshot_seq = snap.seq if snap else 0
             tail = conn.execute(tail_q.where(Update.seq > snapshot_seq).order_by(Update.seq)).all()
-        parts = ([snap.state] if snap else []) + [r.data for r in tail]
+        if snap is not None and not self.admits(doc_id, -snap.seq, snap.state):
+            return self._load_without_snapshots(doc_id, at_seq)
+        kept = [r for r in tail if self.admits(doc_id, r.seq, r.data)]
+        parts = ([snap.state] if snap else []) + [r.data for r in kept]
         seq = tail[-1].seq if tail else snapshot_seq
+        skipped = tuple(r.seq for r in tail if (doc_id, r.seq) in self.quarantined)
         if not parts:
-            return LoadedDocument(None, seq, snapshot_seq)
+            return LoadedDocument(None, seq, snapshot_seq, skipped)
         state = parts[0] if len(parts) == 1 else pycrdt.merge_updates(*parts)
-        return LoadedDocument(state, seq, snapshot_seq)
+        return LoadedDocument(state, seq, snapshot_seq, skipped)
+
+    def _load_without_snapshots(self, doc_id: str, at_seq: int | None) -> LoadedDocument:
+        """A snapshot that breaks the limits (taken before they existed): the log is the truth."""
+        tail_q = select(Update.seq, Update.data).where(Update.doc_id == doc_id)
+        if at_seq is not None:
+            tail_q = tail_q.where(Update.seq <= at_seq)
+        with self.engine.connect() as conn:
+            tail = conn.execute(tail_q.order_by(Update.seq)).all()
+        kept = [r.data for r in tail if self.admits(doc_id, r.seq, r.data)]
+        skipped = tuple(r.seq for r in tail if (doc_id, r.seq) in self.quarantined)
+        seq = tail[-1].seq if tail else 0
+        state = (kept[0] if len(kept) == 1 else pycrdt.merge_updates(*kept)) if kept else None
+        return LoadedDocument(state, seq, 0, skipped)
+
+    def admits(self, doc_id: str, seq: int, data: bytes) -> bool:
+        """Whether a log entry (a snapshot: negative ``seq``) is within the structural limits;
+        one that is not is quarantined: skipped, remembered and logged once, never applied."""
+        key = (doc_id, seq)
+        if key in self.quarantined:
+            return False
+        try:
+            check_update(data, self.limits)
+        except ProtocolError as exc:
+            self.quarantined[key] = str(exc)
+            log.warning("quarantined %s of %s: %s (skipped, never applied)",
+                        f"snapshot at {-seq}" if seq < 0 else f"log entry {seq}", doc_id, exc)
+            return False
+        return True
 
     def seq_at_time(self, doc_id: str, at: datetime) -> int:
         """The last log position written at or before ``at`` (0 before the first edit)."""
