@@ -280,12 +280,33 @@ class Room:
             ):
                 self._origins.pop(entries[j].seq, None)
                 j += 1
-            self._apply_run(entries[i:j], origin)
+            self._apply_isolated(entries[i:j], origin)
             i = j
         self._release_presence(self.applied_seq)
         self._flush_peers()  # the relayed updates were queued with later=True
         if self.applied_seq - self.snapshot_seq >= self.rooms.settings.snapshot_every:
             self.rooms.schedule_snapshot(self)
+
+    def _apply_isolated(self, run: list[LogEntry], origin: Peer | None) -> None:
+        """``_apply_run``, so that no exception costs another entry: a run that fails is applied
+        again one entry at a time, and an entry that still fails is quarantined (the store skips
+        it from then on, on every load) instead of stalling the room or being half applied."""
+        try:
+            self._apply_run(run, origin)
+            return
+        except Exception:  # noqa: BLE001 - whatever it is, the other entries must go on
+            log.exception("applying entries %d-%d of %s failed; retrying one by one",
+                          run[0].seq, run[-1].seq, self.doc_id)
+        for entry in run:
+            if entry.seq <= self.applied_seq:
+                continue  # the failed attempt got this far
+            try:
+                self._apply_run([entry], origin)
+            except Exception as exc:  # noqa: BLE001
+                log.error("entry %d of %s cannot be applied (%s: %s): quarantined",
+                          entry.seq, self.doc_id, type(exc).__name__, exc)
+                self.rooms.store.quarantined[(self.doc_id, entry.seq)] = f"{type(exc).__name__}: {exc}"
+                self.applied_seq = entry.seq
 
     def _apply_run(self, run: list[LogEntry], origin: Peer | None) -> None:
         """Apply a run in one transaction, relay what it changed, publish ``document.updated``.
@@ -310,7 +331,7 @@ class Room:
             self._broadcast(sync_update(update), exclude=origin, update=update, later=True)
             try:
                 summary = summarize(update)
-            except ProtocolError as exc:  # a content kind we cannot read: only the summary is lost
+            except Exception as exc:  # noqa: BLE001 - e.g. a content kind we cannot read: only the summary is lost
                 log.warning("cannot summarise update %d of %s: %s", last.seq, self.doc_id, exc)
         self.rooms.bus.publish(
             Event(
@@ -346,13 +367,27 @@ class Room:
                    later: bool = False) -> None:
         for peer in self.peers:
             if peer is not exclude:
-                peer.send(message, update, later=later)
+                try:
+                    peer.send(message, update, later=later)
+                except Exception:  # noqa: BLE001 - one peer's failure is that peer's alone
+                    self._drop(peer)
 
     def _flush_peers(self) -> None:
         """Send what was queued with ``later=True``: one flush per peer, not one per message."""
-        for peer in self.peers:
+        for peer in list(self.peers):
             if peer.has_queued:
-                peer.flush()
+                try:
+                    peer.flush()
+                except Exception:  # noqa: BLE001
+                    self._drop(peer)
+
+    def _drop(self, peer: Peer) -> None:
+        """A peer whose outbound path raised: closed (1011; its client resyncs on reconnect)."""
+        log.exception("sending to %s on %s failed; closing it", peer.label, self.doc_id)
+        try:
+            peer.close(1011, "internal error")
+        except Exception:  # noqa: BLE001
+            log.exception("closing %s failed too", peer.label)
 
     def _publish(self, topic: str, ident: Identity, **data: Any) -> None:
         self.rooms.bus.publish(
@@ -465,8 +500,12 @@ class Rooms:
             by_room.setdefault(entry.doc_id, []).append(entry)
         for doc_id, entries in by_room.items():
             room = self._rooms.get(doc_id)
-            if room is not None:
+            if room is None:
+                continue
+            try:
                 room.committed(entries)
+            except Exception:  # noqa: BLE001 - one room's failure never costs another room
+                log.exception("room %s failed after commit", doc_id)
 
     def failed(self, batch: list[LogEntry], exc: BaseException) -> None:
         for entry in batch:

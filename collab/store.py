@@ -253,8 +253,23 @@ class Store:
         skipped = tuple(r.seq for r in tail if (doc_id, r.seq) in self.quarantined)
         if not parts:
             return LoadedDocument(None, seq, snapshot_seq, skipped)
-        state = parts[0] if len(parts) == 1 else pycrdt.merge_updates(*parts)
+        try:
+            state = parts[0] if len(parts) == 1 else pycrdt.merge_updates(*parts)
+        except Exception:  # noqa: BLE001 - one entry pycrdt refuses: find it, keep the rest
+            state = self._merge_one_by_one(doc_id, [(-snap.seq, snap.state)] if snap else [],
+                                           [(r.seq, r.data) for r in kept])
+            skipped = tuple(r.seq for r in tail if (doc_id, r.seq) in self.quarantined)
         return LoadedDocument(state, seq, snapshot_seq, skipped)
+
+    def _merge_one_by_one(self, doc_id: str, *groups: list[tuple[int, bytes]]) -> bytes:
+        doc = pycrdt.Doc()
+        for seq, data in (item for group in groups for item in group):
+            try:
+                doc.apply_update(data)
+            except Exception as exc:  # noqa: BLE001
+                self.quarantined[(doc_id, seq)] = f"{type(exc).__name__}: {exc}"
+                log.warning("quarantined log entry %d of %s: pycrdt refuses it (%s)", seq, doc_id, exc)
+        return doc.get_update()
 
     def _load_without_snapshots(self, doc_id: str, at_seq: int | None) -> LoadedDocument:
         """A snapshot that breaks the limits (taken before they existed): the log is the truth."""

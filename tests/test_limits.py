@@ -182,3 +182,58 @@ def test_a_logged_entry_over_the_limits_is_quarantined_and_the_document_loads(tm
         assert hub.stop() in (0, -15)
     assert "quarantined log entry 2" in hub.log()
     assert json.dumps(health)  # the report is plain JSON
+
+
+async def test_one_failing_entry_or_peer_costs_nobody_else(tmp_path, monkeypatch):
+    """The summariser raising on one entry, and one peer's send raising: every other entry is
+    applied, relayed and snapshotted, every other peer served (on main a RecursionError in the
+    summariser abandoned the rest of the commit group)."""
+    import collab.rooms as rooms_module
+    from test_events import running_hub
+
+    real_summarize = rooms_module.summarize
+
+    def summarize(update: bytes):
+        if b"POISON" in update:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_summarize(update)
+
+    monkeypatch.setattr(rooms_module, "summarize", summarize)
+    async with running_hub(tmp_path, commit_delay_ms=200, commit_group_size=50, worker_embedded=False,
+                           graph_enabled=False) as (hub, ws_url):
+        doc_id = (await asyncio.to_thread(hub.store.create_document, "iso", "me"))["id"]
+        async with HubClient(ws_url, doc_id) as mallory, HubClient(ws_url, doc_id) as victim, \
+                HubClient(ws_url, doc_id) as reader, HubClient(ws_url, doc_id) as broken:
+            for c in (mallory, victim, reader, broken):
+                await c.synced()
+            room = hub.rooms.get(doc_id)
+            broken.set_presence({"user": {"name": "broken"}})
+            for _ in range(200):
+                bad = [p for p in room.peers if broken.doc.client_id in p.client_ids]
+                if bad:
+                    break
+                await asyncio.sleep(0.02)
+            bad_peer, = bad
+
+            def explode(*args, **kwargs):
+                raise RuntimeError("this peer's socket is broken")
+
+            monkeypatch.setattr(bad_peer, "send", explode)
+            mallory.text.insert(0, "POISON ")
+            victim.text.insert(0, "A victim's paragraph. ")
+            await mallory.flush()
+            await victim.flush()
+            await reader.wait_for(lambda: "POISON" in str(reader.text) and "victim" in str(reader.text), 20)
+            await victim.wait_for(lambda: "POISON" in str(victim.text), 20)
+            await mallory.wait_for(lambda: "victim" in str(mallory.text), 20)
+            await broken.wait_closed(20)
+            assert broken.close_code == 1011
+            text = str(reader.text)
+        for _ in range(200):  # evicted after the grace period: snapshot from the room's doc
+            if hub.rooms.get(doc_id) is None:
+                break
+            await asyncio.sleep(0.05)
+        loaded = await asyncio.to_thread(hub.store.load, doc_id)
+        doc = pycrdt.Doc()
+        doc.apply_update(loaded.state)
+        assert str(doc.get("content", type=pycrdt.Text)) == text
