@@ -52,6 +52,9 @@ class Identity:
 
     #: Set for the hub's own edits (reverts): logged with author kind ``system``.
     system: bool = False
+    #: When the token behind it expires (POSIX seconds; None: no token). An open socket is
+    #: closed with 4401 then, not only refused at connect.
+    expires_at: float | None = None
 
     #: The ``meta`` of this identity's log entries: built once and shared by all of them, so the
     #: store serialises it once, not once per keystroke (never mutated).
@@ -123,7 +126,8 @@ class Authenticator:
         if row["revoked_at"] is not None:
             raise TokenRevoked("token revoked")
         meta = claims.get("meta") if isinstance(claims.get("meta"), dict) else {}
-        return Identity(claims["sub"], claims.get("name") or claims["sub"], role, claims.get("doc"), claims["jti"], meta)
+        return Identity(claims["sub"], claims.get("name") or claims["sub"], role, claims.get("doc"), claims["jti"], meta,
+                        expires_at=float(claims["exp"]))
 
     def for_document(self, token: str | None, doc_id: str) -> Identity:
         """The identity a socket or request on ``doc_id`` acts as."""
@@ -134,7 +138,8 @@ class Authenticator:
         ident = self.decode(token)
         if ident.role is Role.USER:
             if self.mode is AuthMode.OPEN:
-                return Identity(ident.user_id, ident.name, Role.OWNER, doc_id, ident.token_id)
+                return Identity(ident.user_id, ident.name, Role.OWNER, doc_id, ident.token_id,
+                                expires_at=ident.expires_at)
             raise PermissionDenied("a user token does not open a document; ask its owner for a share token")
         if ident.doc_id != doc_id:
             raise PermissionDenied("token is for another document")

@@ -43,6 +43,9 @@ class Settings:
     #: HMAC secret for tokens; empty means a random one persisted in ``<data_dir>/secret.key``.
     secret: str = ""
     token_ttl_s: int = 30 * 24 * 3600
+    #: How often open sockets' tokens are checked: expired ones closed with 4401, revoked ones
+    #: with 4410 (revocation also arrives at once as an event; this backs it up).
+    token_check_s: float = 2.0
     #: Largest websocket message accepted, in bytes; larger ones close the socket with 1009.
     max_message_bytes: int = 8 * 1024 * 1024
     #: Group commit (see journal.py): updates that arrive in one loop turn or while a commit runs

@@ -116,23 +116,49 @@ class RedisBus(EventBus):
         await asyncio.wait_for(self._ready.wait(), timeout=5)
 
     async def _listen(self) -> None:
-        pubsub = self._redis.pubsub()
-        await pubsub.subscribe(self.CHANNEL)
-        self._ready.set()
-        async for msg in pubsub.listen():
-            if msg.get("type") != "message":
-                continue
+        """Subscribe and deliver; when Redis goes away, retry with backoff (0.5 s doubling to
+        10 s) and say so, once when it is lost and once when it is back. Events published
+        meanwhile are lost to this process: what must not be lost has a periodic check behind
+        it (token revocation: ``Hub._watch_tokens``)."""
+        backoff = 0.5
+        lost = False
+        while True:
             try:
-                event = Event.from_json(msg["data"])
-            except (ValueError, TypeError):
-                log.warning("dropping malformed event from redis: %r", msg["data"][:200])
-                continue
-            self._deliver(event)
+                pubsub = self._redis.pubsub()
+                await pubsub.subscribe(self.CHANNEL)
+                if lost:
+                    log.warning("redis event bus reconnected")
+                    lost = False
+                backoff = 0.5
+                self._ready.set()
+                async for msg in pubsub.listen():
+                    if msg.get("type") != "message":
+                        continue
+                    try:
+                        event = Event.from_json(msg["data"])
+                    except (ValueError, TypeError):
+                        log.warning("dropping malformed event from redis: %r", msg["data"][:200])
+                        continue
+                    self._deliver(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - connection errors of every kind
+                if not lost:
+                    log.warning("redis event bus lost (%s); reconnecting", exc)
+                    lost = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
 
     def publish(self, event: Event) -> None:
-        task = asyncio.get_running_loop().create_task(self._redis.publish(self.CHANNEL, event.to_json()))
+        task = asyncio.get_running_loop().create_task(self._publish(event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, event: Event) -> None:
+        try:
+            await self._redis.publish(self.CHANNEL, event.to_json())
+        except Exception as exc:  # noqa: BLE001 - Redis down: this process goes on (see _listen)
+            log.warning("event %s for %s not published: %s", event.topic, event.doc_id, exc)
 
     async def stop(self) -> None:
         await super().stop()

@@ -48,6 +48,7 @@ class Hub:
         #: Extensions' Alembic script directories, migrated after the hub's own tables.
         self.migrations: list[Path] = []
         self._peers: set[Peer] = set()
+        self._token_watch: asyncio.Task | None = None
         self.frames_received = 0
         self._last_frame = 0.0
 
@@ -77,6 +78,7 @@ class Hub:
         )
         self.journal.start()
         self.bus.subscribe("token.revoked", self._on_token_revoked)
+        self._token_watch = asyncio.create_task(self._watch_tokens())
         self.state = HubState.RUNNING
         log.info("hub running on %s (auth: %s)", self._safe_url(), self.settings.auth_mode)
 
@@ -118,6 +120,28 @@ class Hub:
                 log.info("closing %s on %s: token revoked", peer.label, event.doc_id)
                 peer.close(4410, "token revoked")
 
+    async def _watch_tokens(self) -> None:
+        """Tokens hold on open sockets, not only at connect: every ``token_check_s`` a socket
+        whose token expired is closed with 4401, and one whose token was revoked with 4410 —
+        the check behind the ``token.revoked`` event, for when the bus missed it (Redis down)."""
+        while True:
+            await asyncio.sleep(self.settings.token_check_s)
+            try:
+                now = time.time()
+                for peer in list(self._peers):
+                    expires = peer.identity.expires_at
+                    if expires is not None and now >= expires:
+                        log.info("closing %s: token expired", peer.label)
+                        peer.close(4401, "token expired")
+                ids = sorted({p.identity.token_id for p in self._peers if p.identity.token_id})
+                revoked = await asyncio.to_thread(self.store.revoked_among, ids) if ids else set()
+                for peer in list(self._peers):
+                    if peer.identity.token_id in revoked:
+                        log.info("closing %s: token revoked", peer.label)
+                        peer.close(4410, "token revoked")
+            except Exception:  # noqa: BLE001 - a database hiccup: try again next time
+                log.exception("token check failed")
+
     async def revoke(self, doc_id: str, token_id: str) -> bool:
         """Revoke in the database, then tell every process (via the bus) to close its sockets."""
         if not await asyncio.to_thread(self.store.revoke_token, token_id):
@@ -144,6 +168,8 @@ class Hub:
         if self.state is HubState.STOPPED:
             return
         self.state = HubState.DRAINING
+        if self._token_watch:
+            self._token_watch.cancel()
         for peer in list(self._peers):
             peer.close(1012, "server restarting")
         if self.journal:

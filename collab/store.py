@@ -203,7 +203,8 @@ class Store:
         """All documents, or those a user owns or holds a live token for."""
         q = select(Document.__table__).order_by(Document.created_at)
         if owner_or_member is not None:
-            member = select(Token.doc_id).where(Token.user_id == owner_or_member, Token.revoked_at.is_(None))
+            member = select(Token.doc_id).where(Token.user_id == owner_or_member, Token.revoked_at.is_(None),
+                                                Token.expires_at > utcnow())
             q = q.where((Document.owner_id == owner_or_member) | Document.id.in_(member))
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
@@ -373,6 +374,14 @@ class Store:
         with self.engine.connect() as conn:
             q = select(Token.__table__).where(Token.doc_id == doc_id).order_by(Token.created_at)
             return [dict(r) for r in conn.execute(q).mappings()]
+
+    def revoked_among(self, token_ids: list[str]) -> set[str]:
+        """Which of these tokens are revoked (the hub's periodic check of its open sockets)."""
+        if not token_ids:
+            return set()
+        with self.engine.connect() as conn:
+            q = select(Token.id).where(Token.id.in_(token_ids), Token.revoked_at.is_not(None))
+            return set(conn.execute(q).scalars())
 
     def revoke_token(self, token_id: str) -> bool:
         with self.engine.begin() as conn:

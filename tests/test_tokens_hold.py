@@ -1,0 +1,113 @@
+"""Tokens hold on open sockets: expiry closes with 4401, revocation with 4410 even when the event
+bus never carried the revocation, and the Redis bus comes back after Redis does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import time
+
+import pytest
+
+from collab.client import HubClient
+from collab.events import Event, RedisBus
+from collab.store import Store
+from collab.testing import HubProcess, free_port
+
+ENV = {"TINYMORPH_GRAPH_ENABLED": "false", "TINYMORPH_WORKER_EMBEDDED": "false", "TINYMORPH_TOKEN_CHECK_S": "0.5"}
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    proc = HubProcess(tmp_path_factory.mktemp("tokens") / "hub", auth_mode="tokens", env=ENV).start()
+    proc.user_token = proc.cli_token("alice", "Alice")
+    yield proc
+    assert proc.stop() in (0, -15)
+
+
+async def _closed_with(hub: HubProcess, doc_id: str, token: str, action, timeout: float = 15) -> int | None:
+    async with HubClient(hub.ws_url, doc_id, token=token) as c:
+        await c.synced()
+        c.text.insert(0, "writing while allowed")
+        await c.flush()
+        await asyncio.to_thread(action)
+        await c.wait_closed(timeout)
+        return c.close_code
+
+
+def test_an_expired_token_closes_its_open_socket_with_4401(hub):
+    doc_id, _owner = hub.create_doc("expiry", token=hub.user_token)
+    short = hub.token(doc_id, "editor", "Brief", ttl_s=2)
+    assert asyncio.run(_closed_with(hub, doc_id, short, lambda: None)) == 4401
+
+
+def test_a_revocation_the_bus_never_carried_still_closes_the_socket(hub):
+    """Revoked straight in the database (as another process whose event was lost would):
+    the periodic check closes the socket with 4410."""
+    doc_id, _owner = hub.create_doc("revoked", token=hub.user_token)
+    token = hub.token(doc_id, "editor", "Soon revoked")
+    status, listed = hub.request("GET", f"/api/docs/{doc_id}/tokens", token=hub.owner_tokens[doc_id])
+    token_id = next(t["token_id"] for t in listed["tokens"] if t["name"] == "Soon revoked")
+
+    def revoke_behind_the_hubs_back() -> None:
+        store = Store(f"sqlite:///{hub.data_dir / 'tinymorph.db'}")
+        try:
+            assert store.revoke_token(token_id)
+        finally:
+            store.close()
+
+    assert asyncio.run(_closed_with(hub, doc_id, token, revoke_behind_the_hubs_back)) == 4410
+
+
+def _redis_server(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    import redis
+
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis(port=port).ping()
+            return proc
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("redis-server did not start")
+
+
+async def test_the_redis_bus_reconnects_after_redis_comes_back(caplog):
+    port = free_port()
+    server = _redis_server(port)
+    bus = RedisBus(f"redis://127.0.0.1:{port}/0")
+    got: list[str] = []
+
+    async def on(event: Event) -> None:
+        got.append(event.doc_id)
+
+    bus.subscribe("x", on)
+    caplog.set_level(logging.WARNING, logger="tinymorph.events")
+    try:
+        await bus.start()
+        bus.publish(Event("x", "before"))
+        for _ in range(200):
+            if got:
+                break
+            await asyncio.sleep(0.02)
+        server.kill()
+        server.wait()
+        await asyncio.sleep(1.0)
+        bus.publish(Event("x", "while down"))  # lost to everybody; logged, not raised
+        server = _redis_server(port)
+        deadline = time.monotonic() + 30
+        while "after" not in got and time.monotonic() < deadline:
+            bus.publish(Event("x", "after"))
+            await asyncio.sleep(0.5)
+        assert got[0] == "before" and "after" in got and "while down" not in got
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("redis event bus lost" in m for m in messages), messages
+        assert any("redis event bus reconnected" in m for m in messages), messages
+    finally:
+        await bus.stop()
+        server.kill()
+        server.wait()
