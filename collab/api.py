@@ -7,6 +7,7 @@ Credentials come as ``Authorization: Bearer <token>`` or ``?token=``. Errors are
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from starlette.routing import Route
 from .auth import AuthMode, Identity, Role
 from .exceptions import (
     InvalidRequest,
+    MessageTooLarge,
     PermissionDenied,
     TinymorphError,
     UnknownDocument,
@@ -42,9 +44,20 @@ def bearer(request: Request) -> str | None:
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object; not JSON, or not an object: InvalidRequest (400)."""
+    """The request body as a JSON object; not JSON, or not an object: InvalidRequest (400); over
+    the hub's ``max_body_bytes``: MessageTooLarge (413), read no further than the limit."""
+    limit = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise MessageTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise MessageTooLarge(f"request body is over the {limit}-byte limit")
+        chunks.append(chunk)
     try:
-        body = await request.json()
+        body = json.loads(b"".join(chunks))
     except ValueError as exc:
         raise InvalidRequest("body must be JSON") from exc
     if not isinstance(body, dict):

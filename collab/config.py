@@ -64,6 +64,17 @@ class Settings:
     update_max_structs: int = 200_000
     update_max_clients: int = 1_000
     update_max_string_bytes: int = 8 * 1024 * 1024
+    #: Per-socket and per-process bounds (see README "Security"): presence/sync requests per second
+    #: and their burst (over: 4429), presence client ids per socket (over: 4413), bytes queued for
+    #: a socket that does not read (over: closed with 4507), sockets per hub process (over: 1013),
+    #: bytes of a REST request body (over: 413), threads replaying history for the review views.
+    control_messages_per_s: float = 50.0
+    control_messages_burst: int = 500
+    awareness_max_clients: int = 8
+    max_peer_queue_bytes: int = 32 * 1024 * 1024
+    max_connections: int = 2000
+    max_body_bytes: int = 1024 * 1024
+    history_workers: int = 2
     #: A snapshot (merged state) is written after this many log entries since the last one.
     snapshot_every: int = 500
     #: How long an empty room stays in memory before it is evicted.

@@ -13,6 +13,8 @@ __all__ = [
     "MessageTooLarge",
     "UpdateDecodeError",
     "LimitExceeded",
+    "RateLimited",
+    "TooManyConnections",
     "UnknownDocument",
     "InvalidToken",
     "TokenRevoked",
@@ -67,6 +69,20 @@ class LimitExceeded(ProtocolError):
 
     http_status = 413
     close_code = 4413
+
+
+class RateLimited(ProtocolError):
+    """More presence or sync requests a second than a socket may send."""
+
+    http_status = 429
+    close_code = 4429
+
+
+class TooManyConnections(TinymorphError):
+    """The hub holds as many sockets as it allows (``max_connections``): try again later."""
+
+    http_status = 503
+    close_code = 1013
 
 
 class UnknownDocument(TinymorphError):

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from .auth import Authenticator
 from .config import Settings
@@ -23,6 +25,8 @@ from .rooms import Rooms, RoomSettings
 from .store import Store
 
 __all__ = ["Hub", "HubState"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("tinymorph.hub")
 
@@ -49,6 +53,7 @@ class Hub:
         self.migrations: list[Path] = []
         self._peers: set[Peer] = set()
         self._token_watch: asyncio.Task | None = None
+        self._history_pool = ThreadPoolExecutor(max(1, settings.history_workers), thread_name_prefix="history")
         self.frames_received = 0
         self._last_frame = 0.0
 
@@ -74,6 +79,7 @@ class Hub:
                 retention_days=self.settings.retention_days,
                 auto_create=self.settings.auto_create_docs,
                 limits=self.settings.update_limits(),
+                awareness_max_clients=self.settings.awareness_max_clients,
             ),
         )
         self.journal.start()
@@ -81,6 +87,11 @@ class Hub:
         self._token_watch = asyncio.create_task(self._watch_tokens())
         self.state = HubState.RUNNING
         log.info("hub running on %s (auth: %s)", self._safe_url(), self.settings.auth_mode)
+
+    async def replay(self, work: Callable[[], T]) -> T:
+        """Run history work (replays of the log) on its own small pool: however many review
+        requests arrive, they queue there, and a socket's join never waits behind them."""
+        return await asyncio.get_running_loop().run_in_executor(self._history_pool, work)
 
     async def document_state(self, doc_id: str) -> tuple[bytes | None, int]:
         """The committed state of a document and its log position: from its room when open."""
@@ -179,6 +190,7 @@ class Hub:
         if self.rooms:
             await self.rooms.close()
         await self.bus.stop()
+        self._history_pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.store.close)
         self.state = HubState.STOPPED
 

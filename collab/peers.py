@@ -73,9 +73,16 @@ def _start(coro: Coroutine) -> _Resumed | None:
 
 
 class Peer:
-    def __init__(self, websocket: WebSocket, identity: Identity) -> None:
+    def __init__(self, websocket: WebSocket, identity: Identity, max_queued_bytes: int = 32 * 1024 * 1024) -> None:
         self.websocket = websocket
         self.identity = identity
+        #: A client that does not read is closed (4507) once this much waits for it, instead of
+        #: being buffered: its backlog would otherwise grow without bound.
+        self.max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0
+        #: The sync step 2 reply still queued for this peer, if any: a second step 1 meanwhile is
+        #: answered by it (it holds at least what the newer request lacks), not by another copy.
+        self.pending_reply: bytes | None = None
         self.state = PeerState.OPEN
         #: Yjs client ids whose awareness this socket has announced (removed when it closes).
         self.client_ids: set[int] = set()
@@ -104,6 +111,15 @@ class Peer:
         if self.state is not PeerState.OPEN:
             return
         self._queue.append((update, message))
+        self._queued_bytes += len(message)
+        if self._queued_bytes > self.max_queued_bytes:
+            log.warning("closing %s: %d bytes wait for it (limit %d)", self.label, self._queued_bytes,
+                        self.max_queued_bytes)
+            self._queue.clear()
+            self._queued_bytes = 0
+            self.pending_reply = None
+            self.close(4507, "too slow: outbound backlog over the limit")
+            return
         if not later and self._writer is None and not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
@@ -146,6 +162,7 @@ class Peer:
         """The socket is gone: stop writing."""
         self.state = PeerState.CLOSED
         self._queue.clear()
+        self._queued_bytes = 0
         if self._writer is not None:
             self._writer.cancel()
 
@@ -173,14 +190,20 @@ class Peer:
         log.debug("send to %s failed: %r", self.label, exc)
         self.state = PeerState.CLOSED
         self._queue.clear()
+        self._queued_bytes = 0
 
     def _next_message(self) -> bytes:
         update, message = self._queue.popleft()
+        self._queued_bytes -= len(message)
+        if message is self.pending_reply:
+            self.pending_reply = None
         if update is None or not self._queue or self._queue[0][0] is None:
             return message
         updates = [update]
         while self._queue and self._queue[0][0] is not None:
-            updates.append(self._queue.popleft()[0])  # type: ignore[arg-type]
+            merged_update, merged = self._queue.popleft()
+            self._queued_bytes -= len(merged)
+            updates.append(merged_update)  # type: ignore[arg-type]
         return sync_update(pycrdt.merge_updates(*updates))
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid

