@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import AsyncIterator, Callable, Sequence
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -15,9 +16,11 @@ from starlette.staticfiles import StaticFiles
 
 from .api import error_response
 from .api import routes as api_routes
+from .auth import AuthMode
 from .config import Settings
 from .exceptions import TinymorphError
 from .extensions import Extension, ExtensionContext, hook, load_extensions
+from .guard import OpenModeGuard
 from .hub import Hub
 from .review import routes as review_routes
 from .sockets import websocket_endpoint
@@ -92,7 +95,12 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None,
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(exc)  # type: ignore[arg-type]
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={TinymorphError: on_error})
+    middleware = []
+    if settings.auth_mode is AuthMode.OPEN:
+        middleware.append(Middleware(OpenModeGuard, port=settings.port, bind_host=settings.host,
+                                     allowed_origins=settings.allowed_origins, allowed_hosts=settings.allowed_hosts))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                    exception_handlers={TinymorphError: on_error})
     app.state = context.state  # extensions share objects here (state.inference, state.agents)
     app.state.hub = hub
     app.state.settings = settings

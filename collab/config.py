@@ -64,6 +64,11 @@ class Settings:
     update_max_structs: int = 200_000
     update_max_clients: int = 1_000
     update_max_string_bytes: int = 8 * 1024 * 1024
+    #: Open mode only (tokens mode has tokens): browser origins besides the hub's own that may call
+    #: it, and extra Host names it answers to (comma lists). Anything else is refused, so a web
+    #: page the local user visits cannot use their hub (cross-site requests, DNS rebinding).
+    allowed_origins: str = ""
+    allowed_hosts: str = ""
     #: Per-socket and per-process bounds (see README "Security"): presence/sync requests per second
     #: and their burst (over: 4429), presence client ids per socket (over: 4413), bytes queued for
     #: a socket that does not read (over: closed with 4507), sockets per hub process (over: 1013),
