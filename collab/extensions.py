@@ -21,6 +21,8 @@ The interface is a Protocol, not a base class, so a package that must not import
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import logging
 import os
 from dataclasses import dataclass, field
@@ -29,7 +31,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator, 
 
 from starlette.datastructures import State
 
+from .auth import AuthMode
 from .config import Settings
+from .exceptions import TinymorphError
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -82,6 +86,39 @@ class ExtensionContext:
     @property
     def database_url(self) -> str:
         return self.settings.database_url
+
+    def protect(self, app: Any) -> Any:
+        """``app`` (an ASGI app an extension mounts) behind the hub's authentication: in tokens
+        mode a request needs a valid token (``Authorization: Bearer`` or ``?token=``) or gets the
+        hub's 401/403 JSON error; in open mode it passes. Extensions that cannot import the hub
+        (inference) get authorization this way, from the hub that mounts them."""
+        hub = self.hub
+        if hub is None:
+            return app
+
+        async def guarded(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and hub.auth.mode is AuthMode.TOKENS:
+                from starlette.requests import Request
+
+                from .api import bearer, error_response
+
+                try:
+                    await asyncio.to_thread(hub.auth.for_account, bearer(Request(scope)))
+                except TinymorphError as exc:
+                    return await error_response(exc)(scope, receive, send)
+            await app(scope, receive, send)
+
+        return guarded
+
+    def protect_routes(self, routes: Sequence["BaseRoute"]) -> list["BaseRoute"]:
+        """Copies of the routes with each one's app behind :meth:`protect` (paths and names
+        unchanged; the originals, module-level in their package, stay as they are)."""
+        out = []
+        for route in routes:
+            guarded = copy.copy(route)
+            guarded.app = self.protect(route.app)
+            out.append(guarded)
+        return out
 
     def documents(self) -> Iterator[tuple[str, str]]:
         """``(doc_id, text)`` of every document: the workspace an SAE is trained on."""

@@ -41,7 +41,10 @@ class InferenceExtension:
         from .server import create_app
 
         context.state.inference = inference = Inference(config_of(context))
-        return [Mount("/v1", app=create_app(inference)), *sae_routes]
+        # The hub that mounts these decides who may call them (tokens mode: a valid token).
+        protect = getattr(context, "protect", lambda app: app)
+        protect_routes = getattr(context, "protect_routes", lambda routes: list(routes))
+        return [Mount("/v1", app=protect(create_app(inference))), *protect_routes(list(sae_routes))]
 
 
 extension = InferenceExtension()

@@ -111,3 +111,12 @@ async def test_the_redis_bus_reconnects_after_redis_comes_back(caplog):
         await bus.stop()
         server.kill()
         server.wait()
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/api/sae", "/api/agents", "/api/search?q=x"])
+def test_every_route_needs_a_token_in_tokens_mode(hub, path):
+    status, body = hub.request("GET", path)
+    assert status == 401, (path, status, body)
+    assert body["error"]["type"] == "InvalidToken"
+    status, _ = hub.request("GET", path, token=hub.user_token)
+    assert status != 401, path
