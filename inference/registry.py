@@ -73,6 +73,7 @@ class Inference:
         with self._lock:
             if self._library is None:
                 self._library = VectorLibrary(self.config.database_url, residuals=self._residuals,
+                                              control_vectors=self.data_dir / "control_vectors",
                                               saes=self.saes)
             return self._library
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..exceptions import InvalidSteering, UnknownVector
 
-__all__ = ["GGUFLayers", "read_control_vector", "write_control_vector"]
+__all__ = ["GGUFLayers", "read_control_vector", "write_control_vector", "confine"]
 
 
 class GGUFLayers(StrEnum):
@@ -66,3 +66,19 @@ def write_control_vector(path: str | Path, vectors: dict[int, np.ndarray], model
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def confine(name: str, folder: Path) -> Path:
+    """The file a ``gguf:NAME`` source may name: ``NAME`` inside ``folder`` (the data folder's
+    ``control_vectors``), never a path outside it. Every way a steering spec arrives (a run, a
+    persona, ``/v1``) resolves through here, and the error names no path outside the folder, so a
+    request cannot probe the file system."""
+    root = Path(folder).resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise InvalidSteering(f"gguf:{Path(name).name} must name a file in the control_vectors folder",
+                              param="source")
+    if not path.is_file():
+        raise InvalidSteering(f"gguf:{path.relative_to(root)}: no such control vector in the control_vectors folder",
+                              param="source")
+    return path

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 import numpy as np
 
 from ..exceptions import InvalidSteering, LayerOutOfRange
-from .gguf import read_control_vector
+from .gguf import confine, read_control_vector
 
 __all__ = [
     "Method", "Scope", "SourceKind", "Source", "SteeringTerm", "SteeringSpec", "ModelInfo",
@@ -294,7 +294,11 @@ def resolve(spec: SteeringSpec, model: ModelInfo, provider: DirectionProvider | 
                     f"stream has {model.d_model}", param="vector")
             by_layer = {layer: np.asarray(src.vector, np.float32) for layer in term.layers}
         elif src.kind is SourceKind.GGUF:
-            by_layer = read_control_vector(src.name)
+            folder = getattr(provider, "control_vectors", None)
+            if folder is None:
+                raise InvalidSteering(f"steering[{i}]: gguf sources need the control_vectors folder "
+                                      "(a vector library)", param="source")
+            by_layer = read_control_vector(confine(src.name, folder))
         elif provider is None:
             raise InvalidSteering(f"steering[{i}]: {src.kind} sources need a vector library")
         elif src.kind is SourceKind.CAA:

@@ -80,8 +80,10 @@ class VectorLibrary:
     """
 
     def __init__(self, database_url: str, residuals: Callable[[ModelInfo], Callable] | None = None,
-                 saes: Any = None) -> None:
+                 saes: Any = None, control_vectors: Path | None = None) -> None:
         self.db = sa.create_engine(database_url)
+        #: The only folder ``gguf:NAME`` sources may name files in (see ``gguf.confine``).
+        self.control_vectors = control_vectors
         migrate(self.db)  # the inference tables' own Alembic history
         self._residuals = residuals
         self.saes = saes
