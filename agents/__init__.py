@@ -10,7 +10,7 @@ that connects them (``extension.py``).
 from .anchors import relative_position, resolve
 from .extension import AgentsExtension, extension
 from .celery_app import create_celery
-from .exceptions import (AgentError, HubUnreachable, InvalidAnchor, InvalidPersona, InvalidSteeringSpec,
+from .exceptions import (AgentError, HubUnreachable, InvalidAnchor, InvalidPersona, InvalidSteeringSpec, PersonaReadOnly,
                          InvalidTask, ModelFailed, RunCancelled, RunLeased, RunNotCancellable, RunRefused,
                          UnknownAgent, UnknownRun)
 from .participant import Participant
@@ -31,5 +31,5 @@ __all__ = [
     "RunStatus", "RunStore", "ClaimOutcome", "relative_position", "resolve",
     "AgentError", "UnknownAgent", "UnknownRun", "InvalidTask", "InvalidAnchor", "InvalidSteeringSpec",
     "InvalidPersona", "RunNotCancellable", "HubUnreachable", "RunRefused", "RunCancelled", "RunLeased",
-    "ModelFailed",
+    "ModelFailed", "PersonaReadOnly",
 ]

@@ -7,7 +7,7 @@ from collab.exceptions import InvalidRequest, TinymorphError
 
 __all__ = ["AgentError", "UnknownAgent", "UnknownRun", "InvalidTask", "InvalidAnchor", "InvalidSteeringSpec",
            "InvalidPersona", "RunNotCancellable", "HubUnreachable", "RunRefused", "RunCancelled", "RunLeased",
-           "ModelFailed"]
+           "ModelFailed", "PersonaReadOnly"]
 
 
 class AgentError(TinymorphError):
@@ -36,6 +36,12 @@ class InvalidSteeringSpec(InvalidRequest, AgentError):
 
 class InvalidPersona(InvalidRequest, AgentError):
     pass
+
+
+class PersonaReadOnly(AgentError):
+    """A persona the caller does not own (shipped ones belong to the operator)."""
+    http_status = 403
+    close_code = 4403
 
 
 class RunNotCancellable(AgentError):

@@ -25,6 +25,8 @@ class AgentRow(Base):
     #: A steering spec in the inference layer's JSON form (list of terms).
     steering: Mapped[list] = mapped_column(JSON, default=list)
     color: Mapped[str] = mapped_column(String(16), default="#0f766e")
+    #: Who may change it; None: a shipped persona (or one from before owners), operator-only.
+    owner_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

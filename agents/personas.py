@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from collab.models import utcnow
 
-from .exceptions import InvalidPersona, InvalidSteeringSpec, UnknownAgent
+from .exceptions import InvalidPersona, InvalidSteeringSpec, PersonaReadOnly, UnknownAgent
 from .models import AgentRow
 
 __all__ = ["Persona", "PersonaStore", "SHIPPED", "normalize_steering", "steering_for_ui"]
@@ -106,14 +106,16 @@ class Persona:
     prompt: str = ""
     steering: list[dict] = field(default_factory=list)
     color: str = "#0f766e"
+    #: Who may change it (a user id); None: shipped, changed only by the operator.
+    owner_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "model": self.model, "prompt": self.prompt,
-                "steering": steering_for_ui(self.steering), "color": self.color}
+                "steering": steering_for_ui(self.steering), "color": self.color, "owner_id": self.owner_id}
 
     @classmethod
     def from_row(cls, row: Any) -> "Persona":
-        return cls(row.id, row.name, row.model, row.prompt, list(row.steering or []), row.color)
+        return cls(row.id, row.name, row.model, row.prompt, list(row.steering or []), row.color, row.owner_id)
 
 
 #: The agents every hub starts with (added when missing; edits through the API are kept).
@@ -147,7 +149,7 @@ class PersonaStore:
     def _row(p: Persona) -> dict[str, Any]:
         now = utcnow()
         return {"id": p.id, "name": p.name, "model": p.model, "prompt": p.prompt, "steering": p.steering,
-                "color": p.color, "created_at": now, "updated_at": now}
+                "color": p.color, "owner_id": p.owner_id, "created_at": now, "updated_at": now}
 
     def list(self) -> list[Persona]:
         with self.engine.connect() as conn:
@@ -161,14 +163,14 @@ class PersonaStore:
             raise UnknownAgent(f"unknown agent {agent_id!r}")
         return Persona.from_row(row)
 
-    def create(self, body: dict[str, Any]) -> Persona:
+    def create(self, body: dict[str, Any], owner_id: str | None = None) -> Persona:
         name = body.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
             raise InvalidPersona("'name' must be a non-empty string of at most 200 characters")
         agent_id = body.get("id") or re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-")[:64] or "agent"
         if not isinstance(agent_id, str) or not _ID.match(agent_id):
             raise InvalidPersona("'id' must be lowercase letters, digits, '-' or '_' (at most 64)")
-        persona = Persona(agent_id, name.strip())
+        persona = Persona(agent_id, name.strip(), owner_id=owner_id)
         self._apply(persona, body)
         with self.engine.begin() as conn:
             if conn.execute(sa.select(AgentRow.id).where(AgentRow.id == agent_id)).first():
@@ -176,8 +178,14 @@ class PersonaStore:
             conn.execute(sa.insert(AgentRow), self._row(persona))
         return persona
 
-    def patch(self, agent_id: str, body: dict[str, Any]) -> Persona:
+    def patch(self, agent_id: str, body: dict[str, Any], by: str | None = None) -> Persona:
+        """Change a persona. ``by``: the user asking; None is the operator (the CLI, or the
+        local user of an open hub), who may change any. Personas are shared by every document
+        (and the watcher), so nobody else may change one they do not own."""
         persona = self.get(agent_id)
+        if by is not None and persona.owner_id != by:
+            raise PersonaReadOnly(f"agent {agent_id!r} is {'shipped' if persona.owner_id is None else 'not yours'}: "
+                                  "only its owner (or the operator) may change it")
         if "name" in body:
             if not isinstance(body["name"], str) or not body["name"].strip() or len(body["name"]) > 200:
                 raise InvalidPersona("'name' must be a non-empty string of at most 200 characters")

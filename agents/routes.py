@@ -56,16 +56,23 @@ async def list_agents(request: Request) -> Response:
 
 async def create_agent(request: Request) -> Response:
     service = _service(request)
-    await _account(request, write=True)
-    persona = await asyncio.to_thread(service.personas.create, await read_json(request))
+    ident = await _account(request, write=True)
+    persona = await asyncio.to_thread(service.personas.create, await read_json(request), _owner(request, ident))
     return JSONResponse(persona.to_json(), status_code=201)
 
 
 async def patch_agent(request: Request) -> Response:
     service = _service(request)
-    await _account(request, write=True)
-    persona = await asyncio.to_thread(service.personas.patch, request.path_params["agent_id"], await read_json(request))
+    ident = await _account(request, write=True)
+    persona = await asyncio.to_thread(service.personas.patch, request.path_params["agent_id"],
+                                      await read_json(request), _owner(request, ident))
     return JSONResponse(persona.to_json())
+
+
+def _owner(request: Request, ident: Identity) -> str | None:
+    """Whom a persona belongs to or is changed by: the caller's user id in tokens mode; None
+    (the operator) on an open hub, whose one local user owns everything."""
+    return None if request.app.state.hub.auth.mode is AuthMode.OPEN else ident.user_id
 
 
 async def create_run(request: Request) -> Response:
