@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None,
     extensions = list(load_extensions() if extensions is None else extensions)
     hub.migrations = [ext.migrations for ext in extensions if getattr(ext, "migrations", None)]
     context = ExtensionContext(settings, hub)
+    context.state.readable_documents = context.readable_documents
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -120,6 +120,21 @@ class ExtensionContext:
             out.append(guarded)
         return out
 
+    async def readable_documents(self, request: Any) -> set[str] | None:
+        """The documents the caller of ``request`` may read (None: all, on an open hub): what an
+        extension filters shared data by, e.g. SAE feature examples taken from documents."""
+        hub = self.hub
+        if hub is None or hub.auth.mode is AuthMode.OPEN:
+            return None
+        from .api import bearer
+        from .auth import Role
+
+        ident = await asyncio.to_thread(hub.auth.for_account, bearer(request))
+        if ident.role is not Role.USER:
+            return {ident.doc_id} if ident.doc_id else set()
+        docs = await asyncio.to_thread(hub.store.list_documents, ident.user_id)
+        return {d["id"] for d in docs}
+
     def documents(self) -> Iterator[tuple[str, str]]:
         """``(doc_id, text)`` of every document: the workspace an SAE is trained on."""
         from .store import Store, content_text

@@ -96,7 +96,15 @@ async def feature_card(request: Request) -> JSONResponse:
     sid, n = request.path_params["sae_id"], request.path_params["feature"]
     inf.saes.get(sid)
     explain = request.query_params.get("explain", "1") not in ("0", "false")
-    return JSONResponse(await run_in_threadpool(card, inf, sid, n, explain))
+    return JSONResponse(await run_in_threadpool(card, inf, sid, n, explain, await _readable(request)))
+
+
+async def _readable(request: Request) -> set[str] | None:
+    """The documents the caller may read, as the app that mounts these routes says
+    (``state.readable_documents``, an async function of the request; the hub sets it); None —
+    all of them — when nobody says (the standalone inference server is its operator's)."""
+    readable = getattr(request.app.state, "readable_documents", None)
+    return None if readable is None else await readable(request)
 
 
 @_errors

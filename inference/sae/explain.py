@@ -99,10 +99,18 @@ class FeatureIndex:
         tok = engine.tokenizer
         tsae = TorchSAE(self.sae)
         try:
-            texts = load_corpus(self.inf.saes.folder(self.sae_id)).texts
+            corpus = load_corpus(self.inf.saes.folder(self.sae_id))
+            texts, sources = corpus.texts, corpus.sources
         except Exception:  # noqa: BLE001 - imported SAE: index the reference prose instead
             texts = heldout_texts()
-        wins = windows(tok, texts, ctx)
+            sources = ["reference"] * len(texts)
+        # Each window remembers the text it came from ("doc:<id>", "self:...", "reference"), so
+        # an example from a document is shown only to those who may read that document.
+        wins, win_sources = [], []
+        for text, source in zip(texts, sources):
+            cut = windows(tok, [text], ctx)
+            wins += cut
+            win_sources += [source] * len(cut)
         d = self.sae.d_sae
         best: list[list[tuple[float, int, int]]] = [[] for _ in range(d)]  # (act, window, pos)
         fires = np.zeros(d)
@@ -127,7 +135,7 @@ class FeatureIndex:
                 lo, hi = max(0, pos - 12), min(len(wins[w]), pos + 4)
                 examples.append({"tokens": _pieces(tok, wins[w][lo:hi]),
                                  "acts": [round(float(v), 3) for v in col[lo:hi]],
-                                 "max": round(act, 4), "at": pos - lo})
+                                 "max": round(act, 4), "at": pos - lo, "source": win_sources[w]})
             features.append({"feature": j, "density": fires[j] / max(n, 1),
                              "max_activation": round(top[0][0], 4) if top else 0.0,
                              "label": _label(examples), "examples": examples})
@@ -249,14 +257,30 @@ def self_explain(inf: Inference, sae_id: str, feature: int, scales: Sequence[flo
     return SelfExplanation(feature, list(scales), sims, ents, comp, float(scales[best]), text, alpha)
 
 
-def feature_card(inf: Inference, sae_id: str, feature: int, explain: bool = True) -> dict:
-    """Everything the frontend shows for one feature (the self-explanation is cached per feature)."""
+def visible(example: dict, readable: set[str] | None) -> bool:
+    """Whether a caller who may read the documents ``readable`` (None: all of them) may see an
+    example: one from a document only if they may read it; the model's own writing and the
+    reference prose always; an example of unknown origin (an index from before origins were
+    kept) only by whoever may read everything."""
+    source = example.get("source")
+    if readable is None:
+        return True
+    if source is None:
+        return False
+    return not source.startswith("doc:") or source[4:] in readable
+
+
+def feature_card(inf: Inference, sae_id: str, feature: int, explain: bool = True,
+                 readable: set[str] | None = None) -> dict:
+    """Everything the frontend shows for one feature (the self-explanation is cached per feature),
+    with only the examples the caller may read (see :func:`visible`)."""
     index = FeatureIndex(inf, sae_id)
     f = index.feature(feature)
     info = inf.saes.feature_info(sae_id, feature, inf.torch_engine().info)
     card = {"id": f"{sae_id}#{feature}", "sae_id": sae_id, "feature": feature, "layer": info.layer,
             "label": f["label"], "density": f["density"], "max_activation": f["max_activation"],
-            "examples": f["examples"], "typical_strength": round(info.typical_strength, 4),
+            "examples": [e for e in f["examples"] if visible(e, readable)],
+            "typical_strength": round(info.typical_strength, 4),
             "recommended": [round(info.typical_strength, 3), round(2 * info.typical_strength, 3)],
             "scores": None}
     if explain:
