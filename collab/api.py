@@ -16,8 +16,10 @@ from starlette.routing import Route
 
 from .auth import AuthMode, Identity, Role
 from .exceptions import (
+    HubShuttingDown,
     InvalidRequest,
     MessageTooLarge,
+    Unavailable,
     PermissionDenied,
     TinymorphError,
     UnknownDocument,
@@ -29,7 +31,11 @@ __all__ = ["routes", "error_response", "bearer", "document_identity", "read_json
 
 
 def error_response(exc: TinymorphError) -> JSONResponse:
-    return JSONResponse({"error": {"type": type(exc).__name__, "message": str(exc)}}, status_code=exc.http_status)
+    """The hub's error body. A 5xx says what kind of failure, never its text (which may name
+    internals: paths, SQL); the log has the rest."""
+    message = str(exc) if exc.http_status < 500 or isinstance(exc, (Unavailable, HubShuttingDown)) \
+        else "internal error (see the hub's log)"
+    return JSONResponse({"error": {"type": type(exc).__name__, "message": message}}, status_code=exc.http_status)
 
 
 def _hub(request: Request) -> Hub:

@@ -21,6 +21,7 @@ from .config import Settings
 from .exceptions import TinymorphError
 from .extensions import Extension, ExtensionContext, hook, load_extensions
 from .guard import OpenModeGuard
+from .logs import redact_tokens
 from .hub import Hub
 from .review import routes as review_routes
 from .sockets import websocket_endpoint
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None,
     """The hub's app, with ``extensions`` (default: every installed one, see ``extensions.py``)."""
     settings = settings or Settings.load()
     hub = hub or Hub(settings)
+    redact_tokens()
     extensions = list(load_extensions() if extensions is None else extensions)
     hub.migrations = [ext.migrations for ext in extensions if getattr(ext, "migrations", None)]
     context = ExtensionContext(settings, hub)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 import pycrdt
 
 from .auth import Identity
-from .exceptions import InvalidRequest
+from .exceptions import InvalidRequest, Unavailable
 from .store import Store, as_utc
 from .updates import edit_copy
 
@@ -262,6 +262,9 @@ class History:
         with self.at(doc_id, upto) as replay:
             return [c for c in replay.changes if c.seq > after]
 
+    def _logged(self, doc_id: str, seq: int) -> bool:
+        return any(True for _ in self.store.updates(doc_id, after=seq - 1, upto=seq))
+
     def position(self, doc_id: str, raw: str | None, default: int | None = None) -> int | None:
         """A log position from a request: a sequence number, an ISO-8601 time (the newest entry at
         or before it), or ``default`` when absent. Call from a worker thread."""
@@ -344,6 +347,8 @@ class History:
             meta = {"revert": {**request, "entries": len(plan.reverted)}, "requested_by": by.name}
             entry = room.submit(plan.update, system, meta=meta)
             await rooms.journal.drain()
+            if not await asyncio.to_thread(self._logged, doc_id, entry):
+                raise Unavailable("the revert was not committed: the database refused it; nothing changed")
             return dataclasses.replace(plan, seq=entry)
         finally:
             rooms.release(room)

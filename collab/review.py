@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import quote
 from datetime import datetime, timezone
 from typing import Any
 
@@ -180,12 +181,19 @@ async def export(request: Request) -> Response:
             }
 
     result = await _hub(request).replay(work)
-    filename = (row["title"] or row["id"]).replace('"', "")
+    name = row["title"] or row["id"]
     if fmt == "md":
         return PlainTextResponse(result, media_type="text/markdown",
-                                 headers={"content-disposition": f'attachment; filename="{filename}.md"'})
+                                 headers={"content-disposition": attachment(f"{name}.md")})
     return Response(json.dumps(result, default=str), media_type="application/json",
-                    headers={"content-disposition": f'attachment; filename="{filename}.json"'})
+                    headers={"content-disposition": attachment(f"{name}.json")})
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition for any title (RFC 6266): an ASCII fallback, and the real name
+    percent-encoded as UTF-8 (a title with "—" or a quote once made this header fail with 500)."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 routes = [

@@ -13,9 +13,10 @@ asks for it (see ``wsprotocol.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import uvicorn
 
@@ -54,12 +55,27 @@ class _DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, hub: Hub) -> None:
         super().__init__(config)
         self.hub = hub
+        self.drained = False
 
     async def shutdown(self, sockets=None) -> None:
         for server in self.servers:
             server.close()  # no new connections while we drain
         await self.hub.drain()
+        self.drained = True
         await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn re-raises the SIGTERM/SIGINT it caught once it has shut down, so the process
+        would end "killed by SIGTERM" (-15) even after a complete, graceful stop. A stop that
+        drained the hub and ran the app's shutdown without error is a success: exit 0. Anything
+        else (no drain, a forced exit, a failed lifespan shutdown) keeps uvicorn's behaviour."""
+        with super().capture_signals():
+            yield
+            lifespan = getattr(self, "lifespan", None)
+            failed = lifespan is None or lifespan.shutdown_failed or lifespan.error_occurred
+            if self.drained and not self.force_exit and not failed:
+                self._captured_signals.clear()
 
 
 def serve(settings: Settings, log_level: str = "info") -> None:

@@ -29,7 +29,9 @@ from .peers import Peer, PeerState
 from .protocol import MessageType, SyncType, decode_message
 from .rooms import Room
 
-__all__ = ["websocket_endpoint"]
+__all__ = ["websocket_endpoint", "TOKEN_SUBPROTOCOL"]
+
+TOKEN_SUBPROTOCOL = "tinymorph.token."
 
 log = logging.getLogger("tinymorph.sockets")
 
@@ -118,15 +120,22 @@ class Connection:
 async def websocket_endpoint(websocket: WebSocket) -> None:
     hub: Hub = websocket.app.state.hub
     doc_id = websocket.path_params["doc_id"]
+    # A token comes as ``?token=`` or, kept out of URLs and logs, as a subprotocol
+    # ``tinymorph.token.<token>`` (``new WebsocketProvider(url, room, doc, {protocols: [...]})``).
+    token, subprotocol = websocket.query_params.get("token"), None
+    for offered in websocket.scope.get("subprotocols") or ():
+        if offered.startswith(TOKEN_SUBPROTOCOL):
+            token, subprotocol = offered[len(TOKEN_SUBPROTOCOL):], offered
+            break
     # Accept first so that refusals reach the client as a close code and reason, which a
     # browser can read, instead of a bare failed handshake.
-    await websocket.accept()
+    await websocket.accept(subprotocol)
     try:
         if hub.state is not HubState.RUNNING:
             raise HubShuttingDown("server is shutting down; reconnect shortly")
         if len(hub.peers) >= hub.settings.max_connections:
             raise TooManyConnections(f"the hub holds its limit of {hub.settings.max_connections} sockets")
-        identity = await asyncio.to_thread(hub.auth.for_document, websocket.query_params.get("token"), doc_id)
+        identity = await asyncio.to_thread(hub.auth.for_document, token, doc_id)
         room = await hub.rooms.acquire(doc_id)
     except TinymorphError as exc:
         log.warning("refused socket for %s: %s (%d)", doc_id, exc, exc.close_code)

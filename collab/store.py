@@ -9,6 +9,7 @@ works unchanged through ``postgresql+psycopg``.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -137,6 +138,8 @@ class Store:
         #: ``(doc_id, seq)`` of the entries skipped so far by this process, with the reason.
         self.quarantined: dict[tuple[str, int], str] = {}
         self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            _create_private(url)
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -397,6 +400,20 @@ def content_text(state: bytes | None) -> str:
     if state:
         doc.apply_update(state)
     return str(doc.get("content", type=pycrdt.Text))
+
+
+def _create_private(url: str) -> None:
+    """Create a new SQLite database file readable by its owner only (0600): it holds every
+    document and token. SQLite gives its -wal and -shm files the database file's mode."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def migrate(url: str, *extensions: Path) -> None:

@@ -138,3 +138,40 @@ def test_personas_are_changed_only_by_their_owner(hub):
     assert status == 403 and "shipped" in body["error"]["message"]
     prompts = {a["id"]: a["prompt"] for a in hub.request("GET", "/api/agents", token=bob)[1]["agents"]}
     assert prompts[made["id"]] == "Be terse." and "Ignore" not in prompts["editor"]
+
+
+def test_a_token_as_a_subprotocol_opens_the_socket_and_no_token_reaches_the_log(hub):
+    from websockets.asyncio.client import connect
+
+    doc_id, _owner = hub.create_doc("subprotocol", token=hub.user_token)
+    token = hub.token(doc_id, "editor", "Carol")
+
+    async def go() -> str | None:
+        async with connect(f"{hub.ws_url}/{doc_id}", subprotocols=[f"tinymorph.token.{token}"]) as ws:
+            await ws.recv()  # sync step 1: accepted
+            return ws.subprotocol
+
+    assert asyncio.run(go()) == f"tinymorph.token.{token}"
+    hub.request("GET", f"/api/docs/{doc_id}?token={token}")
+    assert token not in hub.log()
+
+
+def test_export_names_any_title_and_5xx_bodies_carry_no_internals(hub):
+    doc_id, owner = hub.create_doc("Tides — a \"draft\"", token=hub.user_token)
+    import urllib.request
+
+    req = urllib.request.Request(f"{hub.url}/api/docs/{doc_id}/export?format=md",
+                                 headers={"authorization": f"Bearer {owner}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        disposition = r.headers["content-disposition"]
+    assert "filename*=UTF-8''Tides%20%E2%80%94%20a%20%22draft%22.md" in disposition
+    assert 'filename="Tides _ a _draft_.md"' in disposition
+
+
+def test_the_database_is_private(hub):
+    import stat
+
+    for name in ("tinymorph.db", "tinymorph.db-wal"):
+        path = hub.data_dir / name
+        assert path.exists(), name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, (name, oct(path.stat().st_mode))

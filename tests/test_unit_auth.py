@@ -321,3 +321,13 @@ def test_share_token_used_as_account_is_its_share_identity(tokens_auth, doc):
 def test_new_user_ids_are_distinct():
     ids = {Authenticator.new_user_id() for _ in range(100)}
     assert len(ids) == 100 and all(len(i) == 12 for i in ids)
+
+
+def test_5xx_error_bodies_say_the_kind_not_the_text():
+    from collab.api import error_response
+    from collab.exceptions import ConfigError, InvalidRequest, Unavailable
+
+    body = error_response(ConfigError("cannot open /secret/path/db.sqlite")).body
+    assert b"/secret" not in body and b"ConfigError" in body
+    assert b"bad thing" in error_response(InvalidRequest("bad thing")).body  # 4xx: the message helps
+    assert b"broker down" in error_response(Unavailable("broker down")).body  # says what to wait for
