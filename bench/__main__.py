@@ -1,4 +1,5 @@
-"""Run every benchmark (or the ones named): ``python -m bench [store] [hub] [history] [inference] [--flags]``.
+"""Run every benchmark (or the ones named): ``python -m bench [store] [hub] [history] [inference] [--flags]``;
+``python -m bench fuzz [--cases=N]`` fuzzes a live hub (not part of the default set).
 
 Flags go to every benchmark named; run ``python -m bench.NAME --help`` for each one's own.
 """
@@ -7,12 +8,13 @@ import importlib
 import sys
 
 ALL = ("store", "hub", "history", "inference")
+KNOWN = (*ALL, "fuzz")
 
 names = [a for a in sys.argv[1:] if not a.startswith("-")] or ALL
 flags = [a for a in sys.argv[1:] if a.startswith("-")]
 for name in names:
-    if name not in ALL:
-        sys.exit(f"unknown benchmark {name!r}; choose from {', '.join(ALL)}")
+    if name not in KNOWN:
+        sys.exit(f"unknown benchmark {name!r}; choose from {', '.join(KNOWN)}")
     try:
         module = importlib.import_module(f"bench.{name}")
     except ImportError as exc:

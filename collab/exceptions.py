@@ -13,6 +13,7 @@ __all__ = [
     "MessageTooLarge",
     "UpdateDecodeError",
     "LimitExceeded",
+    "recoverable",
     "RateLimited",
     "TooManyConnections",
     "UnknownDocument",
@@ -130,3 +131,11 @@ class Unavailable(TinymorphError):
     """An optional part (embeddings, inference) is not installed or not running."""
 
     http_status = 503
+
+
+def recoverable(exc: BaseException) -> bool:
+    """Whether a failure on one entry, message or room may be contained there: every Exception,
+    and a panic inside a native library (pycrdt's Rust code raises pyo3's ``PanicException``,
+    which derives from BaseException, e.g. applying an update that decoded but indexes out of
+    bounds). Not: cancellation, KeyboardInterrupt, SystemExit."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"

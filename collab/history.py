@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 import pycrdt
 
 from .auth import Identity
-from .exceptions import InvalidRequest, Unavailable
+from .exceptions import InvalidRequest, Unavailable, recoverable
 from .store import Store, as_utc
 from .updates import edit_copy
 
@@ -246,10 +246,16 @@ class History:
             fresh = cached is None or (upto is not None and cached.seq > upto)
             replay = Replay() if fresh else cached
             for row in self.store.updates(doc_id, after=replay.seq, upto=upto):
-                if self.store.admits(doc_id, row.seq, row.data):
-                    replay.apply(row)
-                else:
+                if not self.store.admits(doc_id, row.seq, row.data):
                     replay.seq = row.seq  # quarantined: passed over, never applied
+                    continue
+                try:
+                    replay.apply(row)
+                except BaseException as exc:  # noqa: BLE001 - pycrdt refused (or panicked on) it
+                    if not recoverable(exc):
+                        raise
+                    self.store.quarantined[(doc_id, row.seq)] = f"{type(exc).__name__}: {exc}"
+                    replay.seq = row.seq
             if not fresh or cached is None:
                 self._replays[doc_id] = replay
                 self._replays.move_to_end(doc_id)

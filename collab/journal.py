@@ -28,6 +28,7 @@ import asyncio
 import logging
 from typing import Callable
 
+from .exceptions import recoverable
 from .store import LogEntry, Store
 
 __all__ = ["Journal"]
@@ -220,5 +221,7 @@ class Journal:
     def _safely(fn: Callable, *args) -> None:
         try:
             fn(*args)
-        except Exception:
+        except BaseException as exc:
+            if not recoverable(exc):
+                raise
             log.exception("journal callback failed")

@@ -152,5 +152,10 @@ class Writer:
         in characters, which a Yjs peer misreads for any non-ASCII text)."""
         return self.var_bytes(text.encode())
 
+    def raw(self, data: bytes) -> "Writer":
+        """Bytes as they are (already encoded: a float, a prebuilt run)."""
+        self._parts.append(bytes(data))
+        return self
+
     def to_bytes(self) -> bytes:
         return b"".join(self._parts)

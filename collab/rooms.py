@@ -20,8 +20,9 @@ from pycrdt import Awareness, Doc, Map, Text
 
 from .auth import Identity
 from .events import Event, EventBus
-from .exceptions import LimitExceeded, ProtocolError, UnknownDocument, UpdateDecodeError
+from .exceptions import LimitExceeded, ProtocolError, UnknownDocument, UpdateDecodeError, recoverable
 from .journal import Journal
+from .limits import UpdateLimits, check_update
 from .peers import Peer
 from .protocol import (
     Message,
@@ -36,7 +37,6 @@ from .protocol import (
     sync_update,
 )
 from .store import LoadedDocument, LogEntry, Store
-from .limits import UpdateLimits, check_update
 from .updates import EMPTY_UPDATE, UpdateSummary, first_client, has_structs, summarize
 
 __all__ = ["Room", "Rooms", "RoomSettings"]
@@ -313,7 +313,9 @@ class Room:
         try:
             self._apply_run(run, origin)
             return
-        except Exception:  # noqa: BLE001 - whatever it is, the other entries must go on
+        except BaseException as exc:  # noqa: BLE001 - whatever it is (a pycrdt panic too), the others go on
+            if not recoverable(exc):
+                raise
             log.exception("applying entries %d-%d of %s failed; retrying one by one",
                           run[0].seq, run[-1].seq, self.doc_id)
         for entry in run:
@@ -321,7 +323,9 @@ class Room:
                 continue  # the failed attempt got this far
             try:
                 self._apply_run([entry], origin)
-            except Exception as exc:  # noqa: BLE001
+            except BaseException as exc:  # noqa: BLE001
+                if not recoverable(exc):
+                    raise
                 log.error("entry %d of %s cannot be applied (%s: %s): quarantined",
                           entry.seq, self.doc_id, type(exc).__name__, exc)
                 self.rooms.store.quarantined[(self.doc_id, entry.seq)] = f"{type(exc).__name__}: {exc}"
@@ -523,7 +527,9 @@ class Rooms:
                 continue
             try:
                 room.committed(entries)
-            except Exception:  # noqa: BLE001 - one room's failure never costs another room
+            except BaseException as exc:  # noqa: BLE001 - one room's failure never costs another room
+                if not recoverable(exc):
+                    raise
                 log.exception("room %s failed after commit", doc_id)
 
     def failed(self, batch: list[LogEntry], exc: BaseException) -> None:

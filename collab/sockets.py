@@ -21,13 +21,20 @@ import time
 
 from starlette.websockets import WebSocket
 
-from .wsprotocol import RECEIVE_DIRECT
-from .exceptions import (HubShuttingDown, MessageTooLarge, ProtocolError, RateLimited, TinymorphError,
-                         TooManyConnections)
+from .exceptions import (
+    HubShuttingDown,
+    MessageTooLarge,
+    ProtocolError,
+    RateLimited,
+    TinymorphError,
+    TooManyConnections,
+    recoverable,
+)
 from .hub import Hub, HubState
 from .peers import Peer, PeerState
 from .protocol import MessageType, SyncType, decode_message
 from .rooms import Room
+from .wsprotocol import RECEIVE_DIRECT
 
 __all__ = ["websocket_endpoint", "TOKEN_SUBPROTOCOL"]
 
@@ -79,7 +86,9 @@ class Connection:
         frames queue up and the socket pauses (see :meth:`run`)."""
         try:
             self.handle(data)
-        except Exception as exc:  # noqa: BLE001 - every failure closes this socket only
+        except BaseException as exc:  # noqa: BLE001 - every failure closes this socket only
+            if not recoverable(exc):
+                raise
             self.fail(exc)
             return
         if not self.journal.has_space:
@@ -111,7 +120,9 @@ class Connection:
                 return
             try:
                 self.handle(message.get("bytes"))
-            except Exception as exc:  # noqa: BLE001
+            except BaseException as exc:  # noqa: BLE001
+                if not recoverable(exc):
+                    raise
                 self.fail(exc)
                 return
             await self.journal.wait_for_space()

@@ -22,7 +22,7 @@ from sqlalchemy import Table, create_engine, delete, event, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from .exceptions import ProtocolError
+from .exceptions import ProtocolError, recoverable
 from .limits import UpdateLimits, check_update
 from .models import Document, Snapshot, Token, Update, utcnow
 
@@ -259,7 +259,9 @@ class Store:
             return LoadedDocument(None, seq, snapshot_seq, skipped)
         try:
             state = parts[0] if len(parts) == 1 else pycrdt.merge_updates(*parts)
-        except Exception:  # noqa: BLE001 - one entry pycrdt refuses: find it, keep the rest
+        except BaseException as exc:  # noqa: BLE001 - one entry pycrdt refuses (or panics on): find it
+            if not recoverable(exc):
+                raise
             state = self._merge_one_by_one(doc_id, [(-snap.seq, snap.state)] if snap else [],
                                            [(r.seq, r.data) for r in kept])
             skipped = tuple(r.seq for r in tail if (doc_id, r.seq) in self.quarantined)
@@ -270,7 +272,9 @@ class Store:
         for seq, data in (item for group in groups for item in group):
             try:
                 doc.apply_update(data)
-            except Exception as exc:  # noqa: BLE001
+            except BaseException as exc:  # noqa: BLE001
+                if not recoverable(exc):
+                    raise
                 self.quarantined[(doc_id, seq)] = f"{type(exc).__name__}: {exc}"
                 log.warning("quarantined log entry %d of %s: pycrdt refuses it (%s)", seq, doc_id, exc)
         return doc.get_update()
