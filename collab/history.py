@@ -271,9 +271,11 @@ class History:
     def _logged(self, doc_id: str, seq: int) -> bool:
         return any(True for _ in self.store.updates(doc_id, after=seq - 1, upto=seq))
 
-    def position(self, doc_id: str, raw: str | None, default: int | None = None) -> int | None:
+    def position(self, doc_id: str, raw: str | None, default: int | None = None, *,
+                 start: bool = False) -> int | None:
         """A log position from a request: a sequence number, an ISO-8601 time (the newest entry at
-        or before it), or ``default`` when absent. Call from a worker thread."""
+        or before it), or ``default`` when absent. ``start``: the first entry of a range that
+        begins then (a time: the first entry at or after it). Call from a worker thread."""
         if raw is None or raw == "":
             return default
         if raw.isdigit():
@@ -282,6 +284,8 @@ class History:
             at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError as exc:
             raise InvalidRequest(f"{raw!r} is neither a sequence number nor an ISO-8601 time") from exc
+        if start:
+            return self.store.seq_at_time(doc_id, as_utc(at), strictly_before=True) + 1
         return self.store.seq_at_time(doc_id, as_utc(at))
 
     def diff(self, doc_id: str, lo: int, hi: int) -> list[dict[str, Any]]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from urllib.parse import quote
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 import pycrdt
 from starlette.requests import Request
@@ -148,11 +148,11 @@ async def revert(request: Request) -> Response:
         raise InvalidRequest("say what to revert: run_id, author_id, or a from/to range")
 
     def scope() -> RevertScope:  # timestamps are looked up in the log, hence a thread
-        return RevertScope(
-            run_id, author,
-            None if lo is None else _position(hub, row["id"], str(lo), None),
-            None if hi is None else _position(hub, row["id"], str(hi), None),
-        )
+        # ``from`` as a time starts with the first entry written at or after it, so an edit made
+        # before the window is never undone with it.
+        first = None if lo is None else hub.history.position(row["id"], str(lo), None, start=True)
+        return RevertScope(run_id, author, first,
+                           None if hi is None else _position(hub, row["id"], str(hi), None))
 
     done = await hub.history.revert(hub.rooms, row["id"], await asyncio.to_thread(scope), ident,
                                     {"run_id": run_id, "author_id": author, "from": lo, "to": hi})

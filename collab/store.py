@@ -307,11 +307,12 @@ class Store:
             return False
         return True
 
-    def seq_at_time(self, doc_id: str, at: datetime) -> int:
-        """The last log position written at or before ``at`` (0 before the first edit)."""
+    def seq_at_time(self, doc_id: str, at: datetime, *, strictly_before: bool = False) -> int:
+        """The last log position written at or before ``at`` (0 before the first edit);
+        ``strictly_before``: before ``at``, not at it."""
         q = (
             select(Update.seq)
-            .where(Update.doc_id == doc_id, Update.created_at <= at)
+            .where(Update.doc_id == doc_id, Update.created_at < at if strictly_before else Update.created_at <= at)
             .order_by(Update.created_at.desc(), Update.seq.desc())  # one seek on ix_updates_doc_time
             .limit(1)
         )
