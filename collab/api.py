@@ -19,9 +19,9 @@ from .exceptions import (
     HubShuttingDown,
     InvalidRequest,
     MessageTooLarge,
-    Unavailable,
     PermissionDenied,
     TinymorphError,
+    Unavailable,
     UnknownDocument,
 )
 from .hub import Hub

@@ -21,8 +21,8 @@ from .config import Settings
 from .exceptions import TinymorphError
 from .extensions import Extension, ExtensionContext, hook, load_extensions
 from .guard import OpenModeGuard
-from .logs import redact_tokens
 from .hub import Hub
+from .logs import redact_tokens
 from .review import routes as review_routes
 from .sockets import websocket_endpoint
 

@@ -23,9 +23,9 @@ from typing import Any
 import pycrdt
 from starlette.websockets import WebSocket
 
-from .wsprotocol import SEND_NOWAIT
 from .auth import Identity
 from .protocol import sync_update
+from .wsprotocol import SEND_NOWAIT
 
 __all__ = ["Peer", "PeerState"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from .exceptions import ProtocolError
-from .limits import check_json
 from .lib0 import Reader, Writer, write_var_uint
+from .limits import check_json
 
 __all__ = [
     "MessageType",
