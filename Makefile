@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 TSTAMP  := $(VENV)/.installed-test
 JSDIR   := tests/js
 
-.PHONY: serve test install install-test js-deps frontend bench clean
+.PHONY: serve test test-fast install install-test js-deps frontend bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ install-test: $(TSTAMP) js-deps
 js-deps:
 	cd $(JSDIR) && npm ci --no-audit --no-fund --silent
 
+# The same, only when the lockfile changed (npm ci leaves node_modules/.package-lock.json behind).
+$(JSDIR)/node_modules/.package-lock.json: $(JSDIR)/package-lock.json
+	cd $(JSDIR) && npm ci --no-audit --no-fund --silent
+
 # The browser app: rebuilt when its sources or lockfile change (esbuild, well under a second).
 FRONTEND_SRC := $(shell find frontend/src -type f 2>/dev/null) frontend/index.html frontend/build.mjs
 frontend/node_modules/.package-lock.json: frontend/package-lock.json
@@ -44,6 +48,13 @@ serve: install frontend
 
 test: install-test frontend
 	$(BIN)/python -m pytest -q -ra
+
+# The quick loop while you work, under 3 minutes: unit tests, layout, protocol, the hub over real
+# sockets (PostgreSQL, Redis and node as in `make test`). Leaves out what the markers in
+# pyproject.toml name: models (`model`), the browser (`browser`), long runs (`slow`: the real
+# editing traces, worker processes). `make test` runs everything.
+test-fast: $(TSTAMP) $(JSDIR)/node_modules/.package-lock.json
+	$(BIN)/python -m pytest -q -ra -m "not slow and not model and not browser"
 
 bench: install-test
 	$(BIN)/python -m bench

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import uvicorn
 

@@ -23,10 +23,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, ClassVar
 
-__all__ = ["HubProcess", "HUB_ONLY", "free_port", "load_trace", "apply_patches", "running_hub", "TRACES_DIR"]
+__all__ = ["HUB_ONLY", "TRACES_DIR", "HubProcess", "apply_patches", "free_port", "load_trace", "running_hub"]
 
 #: The hub alone: no Celery worker processes beside it (each costs a warm shutdown of ~3 s when
 #: the hub stops) and no embedding graph. For every test that exercises neither.
@@ -71,13 +72,16 @@ def _body(raw: bytes) -> Any:
         return raw.decode(errors="replace")
 
 
-def _die_with_parent() -> None:
-    """In the hub's process, before exec: SIGTERM when the test process dies, even by SIGKILL (a
-    timed-out or killed test run leaves no hub behind; Linux prctl, elsewhere stop() does it)."""
+def _die_with_parent_hook() -> Any:
+    """A pre-exec hook that makes the hub's process get SIGTERM when the test process dies, even
+    by SIGKILL (a killed test run leaves no hub behind; Linux prctl PR_SET_PDEATHSIG), or None
+    where there is no such thing (then ``stop()`` alone ends it). libc is loaded here, in the
+    parent: the child, forked from a process with threads, only makes the call."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: prctl(1, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -95,7 +99,7 @@ class HubProcess:
     """
 
     #: Every started hub not yet stopped: whatever outlives its test is reaped at session end.
-    live: "set[HubProcess]" = set()
+    live: ClassVar[set[HubProcess]] = set()
 
     def __init__(self, data_dir: Path, *, db: str | None = None, auth_mode: str = "open",
                  env: dict[str, str] | None = None, log_level: str = "warning",
@@ -133,8 +137,9 @@ class HubProcess:
             cmd += ["--db", self.db]
         self._log = open(self.log_path, "ab")
         # PR_SET_PDEATHSIG fires when the thread that forked ends: only tie it to the main thread.
-        die = _die_with_parent if threading.current_thread() is threading.main_thread() else None
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=die)
+        die = _die_with_parent_hook() if threading.current_thread() is threading.main_thread() else None
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=die)  # noqa: PLW1509 - one prctl call, libc already loaded
         HubProcess.live.add(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

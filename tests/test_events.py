@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
 
 import pytest
-import uvicorn
 
-from collab import Event, Hub, MemoryBus, RedisBus, Settings, create_app
+from collab import Event, MemoryBus, RedisBus
 from collab.client import HubClient
 from collab.store import Store
-from collab.testing import free_port
+from collab.testing import running_hub  # a hub in the test's own event loop, so tests can subscribe to its bus
 
 
-@contextlib.asynccontextmanager
-async def running_hub(tmp_path, **settings):
-    """A hub served by uvicorn inside the test's own event loop, so tests can subscribe to its bus."""
-    cfg = Settings(data_dir=tmp_path, port=free_port(), room_grace_s=0.2, **settings)
-    hub = Hub(cfg)
-    server = uvicorn.Server(uvicorn.Config(create_app(cfg, hub), port=cfg.port, log_level="warning", ws_per_message_deflate=False))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
+async def until(predicate, what: str, timeout: float = 15) -> None:
+    """Let the loop run until ``predicate()`` holds; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         await asyncio.sleep(0.01)
-    try:
-        yield hub, f"ws://127.0.0.1:{cfg.port}/ws"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_document_updated_is_published_after_commit(tmp_path):
@@ -54,13 +45,10 @@ async def test_document_updated_is_published_after_commit(tmp_path):
             await c.synced()
             c.text.insert(0, "hello world")
             await c.flush()
-            while not events:
-                await asyncio.sleep(0.01)
+            await until(lambda: events, "the first document.updated")
             del c.text[0:6]
-            while len(events) < 2:
-                await asyncio.sleep(0.01)
-        while len(joined) < 2:
-            await asyncio.sleep(0.01)
+            await until(lambda: len(events) >= 2, "the second document.updated")
+        await until(lambda: len(joined) >= 2, "participant.joined and participant.left")
         assert [e.data["inserted"] for e in events] == ["hello world", ""]
         assert [e.data["deleted"] for e in events] == [0, 6]
         assert [e.data["seq"] for e in events] == [1, 2]
@@ -78,11 +66,7 @@ async def test_room_evicted_after_grace_and_snapshotted(tmp_path):
             await c.flush()
             await asyncio.sleep(0.1)
             assert doc_id in hub.rooms
-        for _ in range(200):
-            if doc_id not in hub.rooms:
-                break
-            await asyncio.sleep(0.02)
-        assert doc_id not in hub.rooms
+        await until(lambda: doc_id not in hub.rooms, "the empty room's eviction after its 0.2 s grace")
         loaded = await asyncio.to_thread(hub.store.load, doc_id)
         assert loaded.snapshot_seq == loaded.seq == 1  # eviction wrote a snapshot
         async with HubClient(ws_url, doc_id) as c:  # and it loads back
@@ -119,11 +103,13 @@ async def test_redis_bus_delivers_across_instances(redis_url):
         done.set()
 
     b.subscribe("participant.joined", on_event)
-    a.publish(Event("participant.joined", "doc-x", {"name": "ada"}))
-    await asyncio.wait_for(done.wait(), 5)
-    assert (got[0].doc_id, got[0].data) == ("doc-x", {"name": "ada"})
-    await a.stop()
-    await b.stop()
+    try:
+        a.publish(Event("participant.joined", "doc-x", {"name": "ada"}))
+        await asyncio.wait_for(done.wait(), 15)
+        assert (got[0].doc_id, got[0].data) == ("doc-x", {"name": "ada"})
+    finally:
+        await a.stop()
+        await b.stop()
 
 
 def test_bad_event_bus_setting():

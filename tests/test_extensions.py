@@ -185,44 +185,66 @@ def test_the_hub_serves_documents_with_only_its_own_dependencies(tmp_path):
     assert "extension agents not loaded" in log and "extension inference not loaded" in log, log
 
 
+def _migrate_to(engine: sa.Engine, script_dir: Path, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_dir))
+    cfg.attributes["engine"] = engine
+    command.upgrade(cfg, revision)
+
+
+def _head(script_dir: Path) -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_dir))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
 def test_old_single_chain_databases_are_split_per_package(tmp_path):
-    """A database migrated when one Alembic chain held every package's tables (0001-0004)."""
+    """A database migrated when one Alembic chain held every package's tables (0001-0004): split
+    into per-package version tables, then brought up to every package's newest revision."""
     from agents.extension import extension as agents_ext
+    from collab.schema import MIGRATIONS
     from inference.extension import extension as inference_ext
 
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    upgrade(engine, agents_ext.migrations, inference_ext.migrations)
-    with engine.begin() as conn:  # what the single chain left behind
+    # the tables as that chain left them: hub 0001, graph 0002, agents 0003, inference 0004
+    _migrate_to(engine, MIGRATIONS, "0001")
+    _migrate_to(engine, agents_ext.migrations, "0003")
+    _migrate_to(engine, inference_ext.migrations, "0004")
+    with engine.begin() as conn:  # and its one version table
         conn.execute(sa.text("DROP TABLE alembic_version_agents"))
         conn.execute(sa.text("DROP TABLE alembic_version_inference"))
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0004'"))
-        conn.execute(sa.text("ALTER TABLE agents DROP COLUMN owner_id"))  # added after the split
     upgrade(engine, agents_ext.migrations, inference_ext.migrations)  # would fail creating tables twice
     with engine.connect() as conn:
         versions = {t: conn.execute(sa.text(f"SELECT version_num FROM {t}")).scalar()
                     for t in ("alembic_version", "alembic_version_agents", "alembic_version_inference")}
-    assert versions == {"alembic_version": "0001", "alembic_version_agents": "0005",
-                        "alembic_version_inference": "0004"}
-    assert "owner_id" in {c["name"] for c in sa.inspect(engine).get_columns("agents")}
+    assert versions == {"alembic_version": _head(MIGRATIONS), "alembic_version_agents": _head(agents_ext.migrations),
+                        "alembic_version_inference": _head(inference_ext.migrations)}
     engine.dispose()
 
 
-@pytest.mark.parametrize("legacy, agents_version", [("0002", "0002"), ("0003", "0003")])
-def test_old_databases_before_inference_get_its_tables(tmp_path, legacy, agents_version):
+@pytest.mark.parametrize("legacy", ["0002", "0003"])
+def test_old_databases_before_inference_get_its_tables(tmp_path, legacy):
     from agents.extension import extension as agents_ext
+    from collab.schema import MIGRATIONS
     from inference.extension import extension as inference_ext
 
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    upgrade(engine, agents_ext.migrations)
+    _migrate_to(engine, MIGRATIONS, "0001")
+    _migrate_to(engine, agents_ext.migrations, legacy)  # 0002: the graph's tables; 0003: and the agents'
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE alembic_version_agents"))
         conn.execute(sa.text(f"UPDATE alembic_version SET version_num = '{legacy}'"))
-        if legacy == "0002":
-            conn.execute(sa.text("DROP TABLE agent_runs"))
-            conn.execute(sa.text("DROP TABLE agents"))
-        else:
-            conn.execute(sa.text("ALTER TABLE agents DROP COLUMN owner_id"))  # added after the split
     upgrade(engine, agents_ext.migrations, inference_ext.migrations)
     tables = set(sa.inspect(engine).get_table_names())
     assert {"agents", "agent_runs", "graph_nodes", "inference_steering_vectors"} <= tables
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version_agents")).scalar() == \
+            _head(agents_ext.migrations)
     engine.dispose()

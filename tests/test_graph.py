@@ -7,10 +7,11 @@ import asyncio
 import os
 
 import httpx
-from test_events import running_hub
+import pytest
 
 from agents.graph import split_paragraphs
 from collab.client import HubClient
+from collab.testing import running_hub
 
 CATS = "Cats are small furry pets — très câlins 🐈 — that purr and nap in the sun."  # non-ASCII on purpose
 MARKET = "The stock market fell sharply as bond yields rose and investors sold shares."
@@ -23,8 +24,11 @@ def test_split_paragraphs_gives_byte_offsets():
     assert text.encode()[10:13] == b"two"
 
 
+@pytest.mark.model  # the worker processes load the embedding model
+@pytest.mark.slow
 async def test_graph_is_incremental_stable_and_versioned(tmp_path):
-    async with running_hub(tmp_path, graph_debounce_s=0.2) as (hub, ws_url):
+    async with running_hub(tmp_path, graph_debounce_s=0.2, graph_enabled=True, worker_embedded=True,
+                           worker_concurrency=1) as (hub, ws_url):  # one worker: one copy of the model to load
         http = httpx.AsyncClient(base_url=ws_url.replace("ws://", "http://").removesuffix("/ws"), timeout=60)
         updates: asyncio.Queue = asyncio.Queue()
 

@@ -2,7 +2,8 @@
 
 Each JS client is its own node process (tests/js/client.mjs), so nothing can sync behind the
 hub's back; the Python side is collab.client.HubClient on pycrdt. Every wait is on a condition
-with a generous timeout — no sleeps, no timed assertions.
+with a generous timeout — no sleeps, no timed assertions. Tests share one hub per auth mode, each
+on its own document; the restart test has its own.
 
 Needs node and the npm packages from `make test` (tests/js/package-lock.json); skipped without
 them, except when CI=true, where that is a failure.
@@ -56,10 +57,10 @@ def removed_by_server(client, departed_id: int) -> bool:
                for e in client.events)
 
 
-def test_two_js_clients_and_pycrdt_converge_and_share_presence(hub_tokens, js):
+def test_two_js_clients_and_pycrdt_converge_and_share_presence(shared_hub_tokens, js):
     from collab.client import HubClient
 
-    hub = hub_tokens
+    hub = shared_hub_tokens
     doc_id, _owner = hub.create_doc("js interop", token=hub.user_token)
     tok = {n: hub.token(doc_id, "editor", n) for n in ("ann", "bob", "cyd", "dan")}
 
@@ -126,8 +127,8 @@ def test_two_js_clients_and_pycrdt_converge_and_share_presence(hub_tokens, js):
     asyncio.run(scenario())
 
 
-def test_viewer_writes_are_refused(hub_tokens, js):
-    hub = hub_tokens
+def test_viewer_writes_are_refused(shared_hub_tokens, js):
+    hub = shared_hub_tokens
     doc_id, _owner = hub.create_doc("viewer", token=hub.user_token)
     editor = js(hub.ws_url, doc_id, token=hub.token(doc_id, "editor", "ed"), name="ed")
     viewer = js(hub.ws_url, doc_id, token=hub.token(doc_id, "viewer", "vi"), name="vi")
@@ -156,7 +157,8 @@ def test_viewer_writes_are_refused(hub_tokens, js):
     assert "SECRET" not in editor.text and "SECRET" not in fresh.text
 
 
-def test_stock_provider_without_token_in_open_mode(hub, js):
+def test_stock_provider_without_token_in_open_mode(shared_hub, js):
+    hub = shared_hub
     doc_id, _owner = hub.create_doc("open")
     a = js(hub.ws_url, doc_id, name="a")
     b = js(hub.ws_url, doc_id, name="b")
@@ -166,7 +168,8 @@ def test_stock_provider_without_token_in_open_mode(hub, js):
     b.wait_for(lambda c: c.text == "open door", "a's edit at b")
 
 
-def test_unknown_document_is_refused_with_4404(hub, js):
+def test_unknown_document_is_refused_with_4404(shared_hub, js):
+    hub = shared_hub
     ghost = js(hub.ws_url, "no-such-doc-" + uuid.uuid4().hex, name="ghost")
     closed = ghost.wait_for(lambda c: c.event("closed"), "the provider's terminal close")
     # The stock provider stops reconnecting on 4400-4499 and reports the code it got.
@@ -175,7 +178,7 @@ def test_unknown_document_is_refused_with_4404(hub, js):
 
 
 def test_js_client_resyncs_after_hub_restart(hub_tokens, js):
-    hub = hub_tokens
+    hub = hub_tokens  # its own hub: this test restarts it
     doc_id, _owner = hub.create_doc("restart", token=hub.user_token)
     token = hub.token(doc_id, "editor", "w")
     writer = js(hub.ws_url, doc_id, token=token, name="w")
@@ -187,7 +190,7 @@ def test_js_client_resyncs_after_hub_restart(hub_tokens, js):
     writer.quit()
     probe.quit()
 
-    hub.stop()
+    assert hub.stop() == 0, hub.log()
     hub.start()
     again = js(hub.ws_url, doc_id, token=token, name="w2")
     again.wait_for(lambda c: c.synced and c.text == "durable ✓", "the text after a restart")

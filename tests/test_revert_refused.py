@@ -36,4 +36,5 @@ def test_a_revert_the_database_refuses_reports_the_failure(tmp_path):
         status, body = hub.request("POST", f"/api/docs/{doc_id}/revert", {"author_id": "guest"})
         assert status == 200 and body["seq"] > 1, body
     finally:
-        hub.stop()
+        assert hub.stop() == 0
+        hub.assert_clean()

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from collab.models import utcnow
 from collab.store import LogEntry, Store, content_text
-from collab.testing import HubProcess
+from collab.testing import HUB_ONLY, HubProcess
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -92,50 +92,62 @@ def test_inline_appends_commit_and_survive_a_refused_batch(tmp_path):
 
 
 async def test_journal_commit_delay_groups_a_busy_rooms_updates_and_never_holds_a_lone_one(tmp_path):
+    """What commits when, told by the batches and the loop turns, not by a stopwatch: an update
+    after a quiet spell commits in the loop turn after it arrived; one right behind another waits
+    (it is still uncommitted after many loop turns) until ``group_size`` are waiting, and then
+    they all commit in the next turn; a lone waiting one commits once the delay has passed (not
+    before it: a lower bound, which a loaded machine can only make longer)."""
     import asyncio
     import time
 
     from collab.journal import Journal
 
+    delay = 1.0
     store = Store(f"sqlite:///{tmp_path / 'j.db'}")
     store.migrate()
     doc = store.create_document("t", "a")["id"]
     updates, _ = _edits(6)
     batches: list[list[int]] = []
     journal = Journal(store, on_commit=lambda b: batches.append([e.seq for e in b]),
-                      on_fail=lambda b, e: None, delay_s=0.5, group_size=3)
+                      on_fail=lambda b, e: None, delay_s=delay, group_size=3)
     journal.start()
-    entry = lambda i: LogEntry(doc, i, updates[i - 1], "a", "A", "human")  # noqa: E731
+    def entry(i: int) -> LogEntry:
+        return LogEntry(doc, i, updates[i - 1], "a", "A", "human")
 
-    journal.append(entry(1))  # after a quiet spell: committed at once
-    await journal.drain()
-    assert batches == [[1]]
+    async def turns(n: int = 5) -> None:  # let the loop run n times, no more
+        for _ in range(n):
+            await asyncio.sleep(0)
 
-    t0 = time.monotonic()
-    journal.append(entry(2))  # right behind it: the room is busy, so this one waits for company
-    await asyncio.sleep(0.05)
-    assert batches == [[1]] and store.last_seq(doc) == 1
-    journal.append(entry(3))
-    journal.append(entry(4))  # the third waiting: the group is full and commits without the delay
-    await journal.drain()
-    assert batches == [[1], [2, 3, 4]]
-    assert time.monotonic() - t0 < 0.4
+    try:
+        journal.append(entry(1))  # after a quiet spell: committed at once
+        await turns()
+        assert batches == [[1]]
 
-    t0 = time.monotonic()
-    journal.append(entry(5))  # busy again, and nothing follows: it waits the delay, no longer
-    await journal.drain()
-    assert batches[-1] == [5]
-    assert 0.4 <= time.monotonic() - t0 < 2
+        journal.append(entry(2))  # right behind it: the room is busy, so this one waits for company
+        await turns(20)
+        assert batches == [[1]] and store.last_seq(doc) == 1
+        journal.append(entry(3))
+        journal.append(entry(4))  # the third waiting: the group is full and commits without the delay
+        await turns()
+        assert batches == [[1], [2, 3, 4]]
+        assert store.last_seq(doc) == 4
 
-    await asyncio.sleep(0.6)  # a quiet spell longer than the delay
-    t0 = time.monotonic()
-    journal.append(entry(6))
-    await journal.drain()
-    assert time.monotonic() - t0 < 0.4  # committed without waiting
-    assert batches == [[1], [2, 3, 4], [5], [6]]
-    assert store.last_seq(doc) == 6
-    await journal.stop()
-    store.close()
+        t0 = time.monotonic()
+        journal.append(entry(5))  # busy again, and nothing follows: it waits the delay ...
+        await turns(20)
+        assert batches[-1] == [2, 3, 4]
+        await asyncio.wait_for(journal.drain(), 30)  # ... and then commits on its own
+        assert batches[-1] == [5]
+        assert time.monotonic() - t0 >= delay * 0.99
+
+        await asyncio.sleep(delay * 1.2)  # a quiet spell longer than the delay
+        journal.append(entry(6))
+        await turns()
+        assert batches == [[1], [2, 3, 4], [5], [6]]  # committed without waiting
+        assert store.last_seq(doc) == 6
+    finally:
+        await asyncio.wait_for(journal.stop(), 30)
+        store.close()
 
 
 def test_retention_only_deletes_history_covered_by_a_snapshot(store):
@@ -163,8 +175,9 @@ def test_tokens_revocation(store):
 async def test_hub_on_postgresql_survives_restart(tmp_path, pg_url):
     from collab.client import HubClient
 
-    hub = HubProcess(tmp_path / "hub", db=pg_url).start()
+    hub = HubProcess(tmp_path / "hub", db=pg_url, env=HUB_ONLY)
     try:
+        hub.start()
         doc_id, _ = hub.create_doc("pg")
         a = HubClient(hub.ws_url, doc_id)
         await a.connect()
@@ -174,7 +187,7 @@ async def test_hub_on_postgresql_survives_restart(tmp_path, pg_url):
         expected = str(a.text)
         await a.flush()
         await a.close()
-        hub.stop()
+        assert hub.stop() == 0, hub.log()
         hub.start()
         b = HubClient(hub.ws_url, doc_id)
         await b.connect()
@@ -183,3 +196,4 @@ async def test_hub_on_postgresql_survives_restart(tmp_path, pg_url):
         await b.close()
     finally:
         hub.stop()
+    hub.assert_clean()

@@ -12,7 +12,7 @@ from collab import wsprotocol
 from collab.client import HubClient
 from collab.exceptions import ConfigError
 from collab.server import choose_protocol
-from collab.testing import HubProcess
+from collab.testing import HUB_ONLY, HubProcess
 from collab.wsprotocol import Internal, missing_private_api
 
 
@@ -73,9 +73,9 @@ def test_a_missing_internal_means_the_stock_protocol_and_a_warning_naming_it(cap
 async def test_the_hub_syncs_on_the_stock_protocol(tmp_path):
     """Forced onto uvicorn's own protocol (no SEND_NOWAIT / RECEIVE_DIRECT), the hub still syncs,
     relays, keeps what it was sent, and closes on bad input with the same code."""
-    hub = HubProcess(tmp_path / "hub", env={"TINYMORPH_GRAPH_ENABLED": "false", "TINYMORPH_WS_PROTOCOL": "stock"})
-    hub.start()
+    hub = HubProcess(tmp_path / "hub", env={**HUB_ONLY, "TINYMORPH_WS_PROTOCOL": "stock"})
     try:
+        hub.start()
         assert "websockets-sansio protocol, as asked" in hub.log()
         doc_id, _ = hub.create_doc("stock")
         a = HubClient(hub.ws_url, doc_id)
@@ -101,3 +101,4 @@ async def test_the_hub_syncs_on_the_stock_protocol(tmp_path):
         await late.close()
     finally:
         hub.stop()
+    hub.assert_clean()
