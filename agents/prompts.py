@@ -115,7 +115,9 @@ def build_prompt(task: Task, persona_prompt: str, before: str, selected: str, op
     max_tokens = int(options.get("max_tokens") or task.default_max_tokens)
     min_tokens = min(int(options.get("min_tokens", task.min_share * max_tokens)), max_tokens)
     temperature = float(options.get("temperature", 0.7))
-    seed = zlib.crc32(run_id.encode())
+    # options.seed makes a run's sampling reproducible; without it each run draws its own (and a
+    # redelivered attempt the same one: the prompt, seed included, is frozen on first use)
+    seed = int(options["seed"]) if options.get("seed") is not None else zlib.crc32(run_id.encode())
     system = [{"role": "system", "content": persona_prompt}] if persona_prompt else []
     if task is Task.CONTINUE:
         context = before[-CONTEXT_CHARS:]

@@ -27,7 +27,9 @@ __all__ = ["AgentService"]
 
 log = logging.getLogger("tinymorph.agents.service")
 
-_OPTIONS = {"steering", "max_tokens", "min_tokens", "temperature"}
+_OPTIONS = {"steering", "max_tokens", "min_tokens", "temperature", "seed"}
+#: ``options.seed``: a signed 64-bit integer (the range OpenAI's ``seed`` takes).
+SEED_RANGE = (-(2**63), 2**63 - 1)
 #: How long the hub waits for a worker to answer a search (the first one loads the model).
 SEARCH_TIMEOUT_S = 120.0
 GRAPH_TIMEOUT_S = 600.0
@@ -193,14 +195,16 @@ class AgentService:
         if options.get("steering"):
             steering = normalize_steering(options["steering"])
             await asyncio.to_thread(check_known_vectors, steering, self.settings.database_url)
-        if "max_tokens" in options and not (isinstance(options["max_tokens"], int) and 1 <= options["max_tokens"] <= 512):
+        if "max_tokens" in options and not (_integer(options["max_tokens"]) and 1 <= options["max_tokens"] <= 512):
             raise InvalidRequest("options.max_tokens must be an integer in 1..512")
-        if "min_tokens" in options and not (isinstance(options["min_tokens"], int)
+        if "min_tokens" in options and not (_integer(options["min_tokens"])
                                             and 0 <= options["min_tokens"] <= options.get("max_tokens", 512)):
             raise InvalidRequest("options.min_tokens must be an integer in 0..max_tokens")
-        if "temperature" in options and not (isinstance(options["temperature"], (int, float))
-                                             and 0 <= options["temperature"] <= 2):
+        if "temperature" in options and not (_number(options["temperature"]) and 0 <= options["temperature"] <= 2):
             raise InvalidRequest("options.temperature must be a number in 0..2")
+        if options.get("seed") is not None and not (_integer(options["seed"])
+                                                    and SEED_RANGE[0] <= options["seed"] <= SEED_RANGE[1]):
+            raise InvalidRequest("options.seed must be an integer in -2**63..2**63-1")
         params = {"persona": {"id": persona.id, "name": persona.name, "prompt": persona.prompt, "color": persona.color},
                   "model": persona.model, "steering": steering, "anchor": anchor, "range": rng,
                   "options": {k: v for k, v in options.items() if k in _OPTIONS and k != "steering"}}
@@ -214,3 +218,12 @@ class AgentService:
             await asyncio.to_thread(self.runs.finish, run_id, RunStatus.FAILED, error=f"broker unavailable: {exc}")
             raise Unavailable(f"cannot queue the run: the broker is unavailable ({exc})") from None
         return row
+
+
+def _integer(value: Any) -> bool:
+    """A JSON integer: ``True`` is an ``int`` to Python, not to a client."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -80,6 +80,20 @@ def log_entries(data_dir: Path, doc_id: str) -> list[dict]:
             for r in rows]
 
 
+def run_row(data_dir: Path, run_id: str) -> dict:
+    """A run's row as the hub's database holds it (lease, heartbeat, params with the options),
+    more than ``GET .../runs/{id}`` shows."""
+    import sqlalchemy as sa
+
+    from agents.runs import RunStore
+
+    engine = sa.create_engine(f"sqlite:///{Path(data_dir) / 'tinymorph.db'}")
+    try:
+        return RunStore(engine).get(run_id)
+    finally:
+        engine.dispose()
+
+
 def agent_presences(states: dict) -> list[dict]:
     return [s for s in states.values() if isinstance(s, dict) and isinstance(s.get("user"), dict)
             and s["user"].get("kind") == "agent"]

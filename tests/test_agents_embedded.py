@@ -3,8 +3,6 @@ broker), the real SmolLM2 model generates, and the agent writes through the hub 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from pycrdt import Map
 
@@ -14,6 +12,8 @@ from collab.testing import HubProcess
 
 from agents_support import (INLINE_STEERING, agent_presences, await_until, get_run, log_entries, run_finished,
                             start_run)
+
+pytestmark = pytest.mark.model  # not in `make test-fast`
 
 OPENING = "The old lighthouse keeper climbed the stairs every night."
 
@@ -106,7 +106,7 @@ async def test_continue_streams_live_attributed_and_anchored(hub):
     try:
         run_id = start_run(hub, doc_id, {"agent": "plain", "task": "continue", "mode": "direct",
                                          "anchor": relative_position(client.doc, len(OPENING), 0),
-                                         "options": {"max_tokens": 32, "steering": INLINE_STEERING}})
+                                         "options": {"max_tokens": 32, "seed": 1, "steering": INLINE_STEERING}})
         # while the agent writes, a person types at the start of the document
         await await_until(lambda: len(versions) > 0, "the agent's first words", 120)
         client.text.insert(0, "Prologue. ")
@@ -119,11 +119,18 @@ async def test_continue_streams_live_attributed_and_anchored(hub):
     finally:
         await client.close()
 
-    agent_versions = [v for v in versions if not v.startswith("Prologue. ") or v.endswith(written)]
-    assert 2 <= len(set(versions)) <= run["result"]["chars"], "streamed in several word-sized updates"
+    # Every version the person saw is the opening (after the prologue, once typed) followed by a
+    # prefix of what the agent wrote: its words stayed anchored after the opening and arrived in
+    # order; at least one of them was a part of its text, shown before the rest (streamed).
+    shown = []
+    for v in versions:
+        body = v.removeprefix("Prologue. ")
+        assert body.startswith(OPENING), v
+        shown.append(body[len(OPENING):])
+    assert all(written.startswith(part) for part in shown), (shown, written)
+    assert any(0 < len(part) < len(written) for part in shown), ("the text arrived in one piece", shown)
     assert seen_agents and seen_agents[0]["user"]["name"] == "Plain" and seen_agents[0]["status"] in ("thinking", "writing")
     assert {s["status"] for s in seen_agents} & {"writing", "done"}, seen_agents  # its presence followed its work
-    assert agent_versions
     agent_entries = [e for e in log_entries(hub.data_dir, doc_id) if e["author_kind"] == "agent"]
     assert len(agent_entries) >= 2
     for e in agent_entries:
@@ -138,7 +145,7 @@ async def test_suggested_rewrite_is_accepted_by_a_person(hub):
         lo, hi = OPENING.index("climbed"), len(OPENING)
         rng = {"from": relative_position(client.doc, lo, 0), "to": relative_position(client.doc, hi, 0)}
         run_id = start_run(hub, doc_id, {"agent": "editor", "task": "rewrite", "mode": "suggest", "range": rng,
-                                         "options": {"max_tokens": 24, "steering": INLINE_STEERING}})
+                                         "options": {"max_tokens": 24, "seed": 1, "steering": INLINE_STEERING}})
         run = await run_finished(hub, doc_id, run_id)
         assert run["status"] == "done", run
         suggestions = client.doc.get("suggestions", type=Map)
@@ -168,35 +175,31 @@ async def test_cancel_stops_the_run(hub):
     opening = OPENING + " Each time, he"  # mid-sentence: the model does not stop at a blank line first
     doc_id, owner, client = await _doc_with(hub, opening)
     try:
-        # The model may end a run (at a blank line) before the cancel lands: then try again.
-        for _attempt in range(4):
-            before = str(client.text)
-            run_id = start_run(hub, doc_id, {"agent": "plain", "task": "continue", "mode": "direct",
-                                             "options": {"max_tokens": 400, "temperature": 1.0}})
-            await await_until(lambda: len(str(client.text)) > len(before) or get_run(hub, doc_id, run_id)["status"] == "done",
-                              "the agent to start writing", 120)
-            presences = agent_presences(client.peers)
-            asked = datetime.now(UTC)
-            status, body = hub.request("DELETE", f"/api/docs/{doc_id}/runs/{run_id}", None, owner)
-            assert status in (200, 202, 409), body
-            run = await run_finished(hub, doc_id, run_id, timeout=30)
-            if run["status"] != "done":
-                break
+        # Seed 2 writes one long paragraph here: uncancelled, all 400 tokens (1,683 characters),
+        # no blank line ends it early. So the run is still writing when the cancel comes, and
+        # what a cancelled run leaves is far shorter than what it would have written.
+        run_id = start_run(hub, doc_id, {"agent": "plain", "task": "continue", "mode": "direct",
+                                         "options": {"max_tokens": 400, "temperature": 1.0, "seed": 2}})
+        await await_until(lambda: len(str(client.text)) > len(opening), "the agent to start writing", 120)
+        presences = agent_presences(client.peers)
+        status, body = hub.request("DELETE", f"/api/docs/{doc_id}/runs/{run_id}", None, owner)
+        assert status == 202, body  # accepted while it runs
+        run = await run_finished(hub, doc_id, run_id, timeout=60)
         assert run["status"] == "cancelled", run
         assert presences
-        opening = before
-        # generation stops within one second of the DELETE: the agent's last update to the
-        # document (the hub's commit time, from its log) comes less than a second after it
-        status, history = hub.request("GET", f"/api/docs/{doc_id}/history?kind=agent", None, owner)
-        assert status == 200 and history["entries"], history
-        last = datetime.fromisoformat(history["entries"][-1]["at"])
-        assert (last - asked).total_seconds() < 1.0, (asked, last, run)
-        assert datetime.fromisoformat(run["finished_at"]) > asked
-        await await_until(lambda: not agent_presences(client.peers), "the agent to leave", 10)
-        text = str(client.text)
+        # the agent leaves; once its socket is gone nothing more of it can arrive
+        await await_until(lambda: not agent_presences(client.peers), "the agent to leave", 30)
         entry = client.doc.get("agent_runs", type=Map)[run_id]
         assert entry["status"] == "cancelled"
-        assert len(text) - len(opening) < 1500  # far from 400 tokens: it stopped
+        text = str(client.text)
+        assert text.startswith(opening)
+        written = text[len(opening):]
+        # generation stopped soon after the cancel: well short of the run's uncancelled paragraph
+        # (generous: a quarter of it, ~100 tokens, on the slowest machine)
+        assert 0 < len(written) < 1683 / 4, (len(written), written)
+        status, history = hub.request("GET", f"/api/docs/{doc_id}/history?kind=agent", None, owner)
+        assert status == 200 and history["entries"], history
+        assert "".join(e["inserted"] for e in history["entries"]) == written  # the log holds exactly that
         status, err = hub.request("DELETE", f"/api/docs/{doc_id}/runs/{run_id}", None, owner)
         assert status == 409 and err["error"]["type"] == "RunNotCancellable"
     finally:
@@ -210,7 +213,7 @@ async def test_a_yjs_client_requests_a_run_through_the_requests_map(hub):
         requests["r1"] = {"agent": "plain", "task": "margin_note", "mode": "direct",
                           "range": {"from": relative_position(client.doc, 0, 0),
                                     "to": relative_position(client.doc, len(OPENING), 0)},
-                          "options": {"max_tokens": 16}}
+                          "options": {"max_tokens": 16, "seed": 1}}
         requests["r2"] = {"agent": "nobody", "task": "continue"}
         await client.flush()
         await await_until(lambda: (requests.get("r1") or {}).get("status") == "done", "the request to be served", 180)
@@ -247,7 +250,7 @@ async def test_define_in_direct_mode_adds_a_parenthesis_after_the_term(hub):
         lo = text.index("wick")
         rng = {"from": relative_position(client.doc, lo, 0), "to": relative_position(client.doc, lo + 4, 0)}
         run_id = start_run(hub, doc_id, {"agent": "plain", "task": "define", "mode": "direct", "range": rng,
-                                         "options": {"max_tokens": 16}})
+                                         "options": {"max_tokens": 16, "seed": 1}})
         run = await run_finished(hub, doc_id, run_id)
         assert run["status"] == "done", run
         await await_until(lambda: str(client.text) != text, "the definition", 30)
@@ -267,10 +270,12 @@ async def test_expand_and_contract_change_the_targeted_text_in_the_right_directi
     try:
         def span(lo: int, hi: int) -> dict:
             return {"from": relative_position(client.doc, lo, 0), "to": relative_position(client.doc, hi, 0)}
+        # seeded: which text is sampled is fixed; that it is longer (shorter) is the property
         expand = start_run(hub, doc_id, {"agent": "plain", "task": "expand", "mode": "direct",
-                                         "range": span(0, len(short))})
+                                         "range": span(0, len(short)), "options": {"seed": 1}})
         contract = start_run(hub, doc_id, {"agent": "plain", "task": "contract", "mode": "suggest",
-                                           "range": span(len(short) + 2, len(short) + 2 + len(wordy))})
+                                           "range": span(len(short) + 2, len(short) + 2 + len(wordy)),
+                                           "options": {"seed": 1}})
         for run_id in (expand, contract):
             run = await run_finished(hub, doc_id, run_id)
             assert run["status"] == "done", run

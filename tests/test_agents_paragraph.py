@@ -4,6 +4,8 @@ import pytest
 
 from agents.participant import _ParagraphCut
 
+pytestmark = pytest.mark.model  # not in `make test-fast`
+
 
 def cut(pieces: list[str]) -> tuple[str, bool]:
     c, out = _ParagraphCut(), []

@@ -8,17 +8,19 @@ import signal
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from pycrdt import Map
 
 from agents.anchors import relative_position
+from agents.tasks import LEASE_S
 from collab.client import HubClient
 from collab.testing import HubProcess
 
-from agents_support import await_until, get_run, log_entries, run_finished, start_run
+from agents_support import await_until, get_run, log_entries, run_finished, run_row, start_run
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.model]  # a model: not in `make test-fast`
 
 OPENING = "Rain fell on the harbour all afternoon, and the boats knocked together."
 
@@ -95,7 +97,7 @@ async def test_a_separate_celery_worker_runs_the_agent(deployment):
     try:
         run_id = start_run(hub, doc_id, {"agent": "plain", "task": "continue", "mode": "direct",
                                          "anchor": relative_position(client.doc, len(OPENING), 0),
-                                         "options": {"max_tokens": 16}})
+                                         "options": {"max_tokens": 16, "seed": 1}})
         assert get_run(hub, doc_id, run_id)["status"] == "queued"  # no worker yet: nothing in-process takes it
         worker = spawn("w1")
         run = await run_finished(hub, doc_id, run_id, timeout=180)
@@ -106,25 +108,32 @@ async def test_a_separate_celery_worker_runs_the_agent(deployment):
         await client.close()
 
 
+def _heartbeat_age_s(hub: HubProcess, run_id: str) -> float:
+    """Seconds since the run's lease was last renewed, from the hub's database."""
+    return (datetime.now(UTC) - run_row(hub.data_dir, run_id)["heartbeat_at"]).total_seconds()
+
+
 async def test_sigkill_mid_run_is_redelivered_and_completes_exactly_once(deployment):
     hub, spawn = deployment
     doc_id, client = await _doc(hub)
     try:
-        # Kill the worker as soon as the run's first words show. The model may end its paragraph
-        # (a few words can be a whole run) before the kill lands: then the run is done and proves
-        # nothing, so start another from the text as it now is, a few times at most.
-        for attempt in range(3):
-            before = str(client.text)
-            first = spawn(f"doomed{attempt}")
-            run_id = start_run(hub, doc_id, {"agent": "plain", "task": "continue", "mode": "direct",
-                                             "options": {"max_tokens": 96, "temperature": 1.0}})
-            await await_until(lambda: len(str(client.text)) > len(before) + 3, "the first words", 180)
-            first.kill()
-            if get_run(hub, doc_id, run_id)["status"] in ("running", "streaming"):
-                break
-        else:
-            pytest.fail("three runs in a row finished before their worker could be killed")
+        before = str(client.text)
+        first = spawn("doomed")
+        # Seed 2 writes a whole 96-token paragraph here (it does not end early at a blank line),
+        # so the run is still writing when its worker is killed, right after its first words.
+        run_id = start_run(hub, doc_id, {"agent": "plain", "task": "continue", "mode": "direct",
+                                         "options": {"max_tokens": 96, "temperature": 1.0, "seed": 2}})
+        await await_until(lambda: len(str(client.text)) > len(before) + 3, "the first words", 180)
+        first.kill()
+        assert get_run(hub, doc_id, run_id)["status"] in ("running", "streaming")
         partial = str(client.text)[len(before):]
+        # Redis hands the dead worker's unacknowledged message to the next worker that looks for
+        # abandoned messages (one starting up does, at once) after the visibility timeout; the
+        # dead attempt's lease expires LEASE_S after its last heartbeat. Start the rescuer once
+        # both have passed, so it takes the run over at its first look (a running worker only
+        # looks every ~100 s, kombu's default; the lease itself is unit-tested in test_unit_runs).
+        await await_until(lambda: _heartbeat_age_s(hub, run_id) > LEASE_S, "the dead attempt's lease to expire",
+                          LEASE_S + 30, every=0.25)
         second = spawn("rescuer")
         run = await run_finished(hub, doc_id, run_id, timeout=240)
         assert run["status"] == "done", (run, second.log()[-3000:])
@@ -133,6 +142,8 @@ async def test_sigkill_mid_run_is_redelivered_and_completes_exactly_once(deploym
         await await_until(lambda: client.doc.get("agent_runs", type=Map)[run_id]["status"] == "done", "done mark", 30)
         # exactly once: the document is the text before the run plus the final attempt's text
         assert str(client.text) == before + written, (partial, written, str(client.text))
+        # which it generated from the prompt (and seed) the first attempt froze: the same words again
+        assert partial and written.startswith(partial), (partial, written)
         agent_runs = {e["meta"].get("token_id") for e in log_entries(hub.data_dir, doc_id)
                       if e["author_kind"] == "agent" and e["meta"].get("run_id") == run_id}
         assert len(agent_runs) >= 2  # two attempts wrote (each with its own token)

@@ -12,6 +12,8 @@ import pytest
 import sqlalchemy as sa
 from promises_support import cli
 
+pytestmark = pytest.mark.slow  # not in `make test-fast`
+
 #: What the README's tables promise at least (the hub's, the agents', the inference layer's).
 NAMED = {"documents", "updates", "snapshots", "tokens", "agents", "agent_runs", "graph_nodes", "graph_edges",
          "inference_steering_vectors", "inference_saes"}

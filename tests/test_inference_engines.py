@@ -7,9 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from inference import (ContextOverflow, GenerationRequest, InvalidRequest, LayerOutOfRange,
+from inference import (Completion, ContextOverflow, GenerationRequest, InvalidRequest, LayerOutOfRange,
                        SamplingParams, SteeringSpec, UnknownVector, UnsupportedSteering)
+from inference.engines import rng_for
 from inference_support import CHAT, inference
+
+pytestmark = pytest.mark.model  # not in `make test-fast`
 
 N = 12  # tokens generated per comparison
 #: Cross-backend parity tolerance, in logits. llama.cpp (8-bit activations x 4-bit weights) and the
@@ -38,11 +41,21 @@ def gen(engine, steering=None, messages=CHAT, **params):
     return engine.generate(request(steering, messages, **params))
 
 
-def worst_gap(torch_engine, completion, steering=None, messages=CHAT) -> float:
+def worst_gap(torch_engine, completion, steering=None, messages=CHAT, req: GenerationRequest | None = None) -> float:
     """How far below the reference's best the worst of ``completion``'s tokens scores, under
-    ``steering``: 0 when the reference would have picked every one of them."""
-    logits = torch_engine.score(request(steering, messages), completion.token_ids)
+    ``steering`` (or for ``req``): 0 when the reference would have picked every one of them."""
+    logits = torch_engine.score(req or request(steering, messages), completion.token_ids)
     return max(float(logits[t].max() - logits[t][tok]) for t, tok in enumerate(completion.token_ids))
+
+
+def formality(torch_engine, text: str) -> float:
+    """How formal the reference model reads ``text`` (unsteered): its layer-10 residuals projected
+    on the 'formal' CAA direction, averaged over the tokens (first skipped), in units of the
+    layer's typical norm."""
+    info = torch_engine.info
+    direction = inference().library.caa_vectors("formal", info)[10]
+    acts = torch_engine.residuals([text], [10])[0][10][1:]
+    return float((acts @ (direction / np.linalg.norm(direction))).mean() / info.layer_norms[10])
 
 
 def test_unsteered_greedy_tokens_match_across_backends(llama, torch_engine):
@@ -52,7 +65,6 @@ def test_unsteered_greedy_tokens_match_across_backends(llama, torch_engine):
         assert len(a.token_ids) == N and a.text.strip() and b.text.strip()
         assert worst_gap(torch_engine, b, messages=messages) < 1e-4  # the referee is the reference's own greedy
         assert worst_gap(torch_engine, a, messages=messages) < NEAR_TIE, (a.text, b.text)
-        assert a.token_ids[:3] == b.token_ids[:3]
 
 
 @pytest.mark.parametrize("steer", [
@@ -68,11 +80,15 @@ def test_steering_moves_both_backends_the_same_way(llama, torch_engine, steer):
     assert worst_gap(torch_engine, a) > NEAR_TIE  # and not what it writes unsteered
 
 
-def test_formal_vector_makes_output_formal(llama):
+def test_formal_vector_makes_output_formal(llama, torch_engine):
+    """Judged by the reference reading each output unsteered, not by words in it: text written
+    with +0.3 reads more formal than text written with -0.3. Measured (greedy, 24 tokens):
+    0.141 vs 0.072 at +-0.3 and 0.180 vs 0.073 at +-0.2, the unsteered output in between
+    (0.10-0.12, at a near-tie it varies); 0.03 is under half the smaller gap."""
     formal = gen(llama, [{"source": "caa:formal", "strength": 0.3}], max_tokens=24).text
     casual = gen(llama, [{"source": "caa:formal", "strength": -0.3}], max_tokens=24).text
-    assert "I am" in formal or "delighted" in formal, formal
-    assert "'" in casual, casual  # contractions: "weekend's", "I'm"
+    assert formal.strip() and casual.strip()
+    assert formality(torch_engine, formal) > formality(torch_engine, casual) + 0.03, (formal, casual)
 
 
 def test_generation_scope_leaves_prompt_cache_unsteered(llama, torch_engine):
@@ -92,24 +108,52 @@ def test_warm_prefix_is_reused_and_gives_identical_output(llama):
     cold = inference().engine()._slots  # the pool never grows past its size
     assert len(cold) <= llama.pool_size
     same = gen(llama, messages=[{"role": "user", "content": doc + "Continue."}])
+    assert same.usage.cached_tokens >= first.usage.prompt_tokens - 10
     assert same.token_ids == first.token_ids  # reuse changes speed, not output
 
 
+def test_a_seed_samples_the_same_text_whatever_the_cache_held(llama):
+    """The same seed, cold or from a warm context, after other prompts and steering, and with the
+    prompt holding an earlier generation: bit-identical logits, so the same draws (a lone token
+    evaluated by llama.cpp would part by up to ~0.5 in logits and flip samples)."""
+    def fresh():
+        return type(llama)(llama.name, llama.model_path, llama.provider, data_dir=llama.data_dir)
+
+    cold = gen(fresh(), temperature=1.0, seed=11)
+    gen(llama, [{"source": "caa:formal", "strength": 0.3}], temperature=1.0, seed=11)
+    gen(llama, messages=[{"role": "user", "content": CHAT[0]["content"] + " And the boats?"}])
+    warm = [gen(llama, temperature=1.0, seed=11) for _ in range(2)]
+    assert warm[1].usage.cached_tokens > 20
+    assert [w.token_ids for w in warm] == [cold.token_ids] * 2
+    follow_up = CHAT + [{"role": "assistant", "content": cold.text}, {"role": "user", "content": "And then?"}]
+    assert gen(llama, messages=follow_up, temperature=1.0, seed=3).token_ids == \
+        gen(fresh(), messages=follow_up, temperature=1.0, seed=3).token_ids
+
+
 def test_steered_and_unsteered_contexts_do_not_leak(llama, torch_engine):
-    """After a steered run the next unsteered one is unsteered. Not compared token for token with
-    an earlier run: llama.cpp evaluates a prompt served from another slot's cache in different
-    batches, which can flip a near-tie; the unsteered reference judges it instead."""
-    gen(llama)
+    """After a steered run the next unsteered one is unsteered: what the reference would write,
+    and token for token what the context wrote before the steered run."""
+    before = gen(llama)
     steered = gen(llama, [{"source": "caa:concise", "strength": 0.4}])
     after = gen(llama)
     assert worst_gap(torch_engine, steered) > NEAR_TIE  # a leak would be caught
     assert worst_gap(torch_engine, after) < NEAR_TIE
+    assert after.token_ids == before.token_ids
 
 
 def test_seeded_sampling_is_reproducible(llama):
     runs = [gen(llama, temperature=0.9, top_p=0.95, seed=s).token_ids for s in (7, 7, 8, 9)]
     assert runs[0] == runs[1]
     assert len({tuple(r) for r in runs}) >= 2  # other seeds sample something else
+
+
+def test_seed_is_a_64_bit_integer_and_negative_seeds_are_seeds():
+    for bad in (True, 7.0, "7", 2**63, -(2**63) - 1):
+        with pytest.raises(InvalidRequest, match="seed"):
+            SamplingParams(seed=bad)
+    draws = {seed: list(rng_for(SamplingParams(seed=seed)).random(4)) for seed in (0, 1, -1, 2**63 - 1, -(2**63))}
+    assert len({tuple(d) for d in draws.values()}) == len(draws)  # no two of these seeds share a stream
+    assert draws[-1] == list(rng_for(SamplingParams(seed=-1)).random(4))
 
 
 def test_min_tokens_holds_back_the_end_of_generation(llama, torch_engine):
@@ -125,14 +169,18 @@ def test_min_tokens_holds_back_the_end_of_generation(llama, torch_engine):
         SamplingParams(max_tokens=8, min_tokens=9)
 
 
-def test_stream_reports_usage_and_timings(llama):
-    events = list(llama.stream(GenerationRequest(prompt="The capital of France is",
-                                                 params=SamplingParams(max_tokens=8, stop=("\n",)))))
-    assert "".join(e.text for e in events).strip().startswith("Paris")
+def test_stream_reports_usage_and_timings(llama, torch_engine):
+    req = GenerationRequest(prompt="The capital of France is", params=SamplingParams(max_tokens=8, stop=("\n",)))
+    events = list(llama.stream(req))
+    text = "".join(e.text for e in events)
+    ids = [t for e in events for t in e.token_ids]
     last = events[-1]
+    assert text.strip() and "\n" not in text  # cut at the stop string
     assert last.finish_reason in ("stop", "length") and last.usage.prompt_tokens == 5
+    assert last.usage.completion_tokens == len(ids) <= 8
     assert 0 < last.usage.time_to_first_token_ms <= last.usage.total_ms
-    assert "\n" not in "".join(e.text for e in events)
+    # what streamed is what the reference would have written (greedy, no steering)
+    assert worst_gap(torch_engine, Completion(text, ids, last.finish_reason, last.usage), req=req) < NEAR_TIE, text
 
 
 def test_orthogonal_method_on_torch_and_refused_on_llama(llama, torch_engine):
@@ -146,8 +194,12 @@ def test_residuals_expose_every_layer_and_steering_shifts_them(torch_engine):
     info = torch_engine.info
     acts = torch_engine.residuals(["Hello there, friend."], [0, 10, info.n_layers - 1])[0]
     assert acts[10].shape[1] == info.d_model
-    # typical norms are what the normalisation uses; first token excluded
-    assert abs(np.linalg.norm(acts[10][1:], axis=-1).mean() / info.layer_norms[10] - 1) < 0.5
+    # typical norms are what the normalisation uses (first token excluded): this sentence's mean
+    # norm is 0.973 of the typical one at layer 10 (0.970 at layer 0, 0.974 at the last), measured
+    # on the float32 reference. 0.05 leaves room for a sentence-level wobble, not for a layer
+    # index off by one (the typical norms of layers 0/1 and 28/29 differ by 48 % and 9 %)
+    for layer in (0, 10, info.n_layers - 1):
+        assert abs(np.linalg.norm(acts[layer][1:], axis=-1).mean() / info.layer_norms[layer] - 1) < 0.05, layer
     steer = torch_engine.resolve(SteeringSpec.from_json([{"source": "caa:formal", "strength": 0.5,
                                                           "layer": 10}]))
     shifted = torch_engine.residuals(["Hello there, friend."], [10], steer)[0][10]

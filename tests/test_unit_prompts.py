@@ -115,6 +115,32 @@ def test_temperature_and_seed():
     assert build(Task.REWRITE, run_id="abc").seed != build(Task.REWRITE, run_id="abd").seed
 
 
+@pytest.mark.parametrize("seed", [0, 7, 2**32, -5, 2**63 - 1, -(2**63)])
+def test_seed_option_fixes_the_seed_whatever_the_run(seed):
+    a = build(Task.CONTINUE, options={"seed": seed}, run_id="abc")
+    b = build(Task.CONTINUE, options={"seed": seed}, run_id="xyz")
+    assert a.seed == b.seed == seed  # 0 is a seed, not "unset"
+    assert build_request(a.to_json(), []).params.seed == seed  # and it reaches the sampler
+
+
+def test_seed_option_none_means_the_runs_own_seed():
+    assert build(Task.REWRITE, options={"seed": None}, run_id="abc").seed == build(Task.REWRITE, run_id="abc").seed
+
+
+def test_same_seed_same_draws_other_seed_other_draws():
+    """What makes a seeded run reproducible: the frozen prompt's seed gives the sampler the same
+    random stream (rng_for), whichever run or attempt asks; another seed gives another stream."""
+    from inference.engines import rng_for
+
+    def draws(seed: int, run_id: str) -> list[float]:
+        params = build_request(build(Task.EXPAND, options={"seed": seed}, run_id=run_id).to_json(), []).params
+        return list(rng_for(params).random(8))
+
+    assert draws(42, "run-a") == draws(42, "run-b")
+    assert draws(42, "run-a") != draws(43, "run-a")
+    assert draws(-1, "run-a") != draws(1, "run-a")  # negative seeds are seeds of their own
+
+
 def test_prompt_to_json_round_trips_every_field():
     p = build(Task.EXPAND, options={"max_tokens": 64, "temperature": 0.2})
     j = p.to_json()
@@ -271,6 +297,15 @@ def _requester():
     ({"temperature": -0.1}, "temperature"),
     ({"temperature": 2.5}, "temperature"),
     ({"temperature": "hot"}, "temperature"),
+    # JSON booleans are not numbers, though Python's bool is an int
+    ({"max_tokens": True}, "max_tokens"),
+    ({"min_tokens": False}, "min_tokens"),
+    ({"temperature": True}, "temperature"),
+    ({"seed": True}, "seed"),
+    ({"seed": "7"}, "seed"),
+    ({"seed": 7.0}, "seed"),
+    ({"seed": 2**63}, "seed"),
+    ({"seed": -(2**63) - 1}, "seed"),
 ], ids=repr)
 async def test_bad_options_are_refused(service, options, message):
     with pytest.raises(InvalidRequest, match=message):
@@ -290,3 +325,13 @@ async def test_bad_run_requests_are_refused(service, body, error):
     with pytest.raises(error):
         await service.create_run(service.doc_id, body, _requester())
     assert service.runs.list(service.doc_id) == []
+
+
+
+async def test_good_options_are_recorded_for_the_worker(service):
+    options = {"max_tokens": 32, "min_tokens": 0, "temperature": 0, "seed": 2**63 - 1}
+    row = await service.create_run(service.doc_id, {"agent": "plain", "task": "continue", "options": options},
+                                   _requester())
+    (stored,) = service.runs.list(service.doc_id)
+    assert stored["id"] == row["id"]
+    assert service.runs.get(row["id"])["params"]["options"] == options  # the worker builds its prompt from these

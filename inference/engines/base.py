@@ -52,6 +52,7 @@ class SamplingParams:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
+    #: Same seed, same draws (``rng_for``); None: fresh entropy. OpenAI's range, a signed 64-bit integer.
     seed: int | None = None
     stop: tuple[str, ...] = ()
     presence_penalty: float = 0.0
@@ -70,7 +71,9 @@ class SamplingParams:
              "must be in -2..2"),
             (_finite(self.frequency_penalty) and -2 <= self.frequency_penalty <= 2,
              "frequency_penalty", "must be in -2..2"),
-            (self.seed is None or isinstance(self.seed, int), "seed", "must be an integer"),
+            (self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool)
+                                   and -(2**63) <= self.seed < 2**63), "seed",
+             "must be an integer in -2**63..2**63-1"),
             (len(self.stop) <= 4 and all(isinstance(s, str) and s for s in self.stop), "stop",
              "must be up to 4 non-empty strings"),
         ]
@@ -283,5 +286,6 @@ class Engine(ABC):
 
 
 def rng_for(params: SamplingParams) -> np.random.Generator:
-    """One generator per request: same seed, same draws, on every backend."""
-    return np.random.default_rng(params.seed)
+    """One generator per request: same seed, same draws, on every backend. numpy seeds are
+    non-negative: a negative seed maps to its two's complement (one to one over the int64 range)."""
+    return np.random.default_rng(None if params.seed is None else params.seed % 2**64)

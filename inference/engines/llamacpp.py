@@ -50,6 +50,15 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
+def _batches(tokens: list[int], size: int) -> list[list[int]]:
+    """``tokens`` in batches of at most ``size``, none of them a lone token (unless there is only
+    one): llama.cpp evaluates a batch of one on another kernel path (see ``_run``)."""
+    out = [tokens[i:i + size] for i in range(0, len(tokens), size)]
+    if len(out) > 1 and len(out[-1]) == 1:
+        out[-2], out[-1] = out[-2][:-1], out[-2][-1:] + out[-1]
+    return out
+
+
 class LlamaCppEngine(Engine):
     backend = Backend.LLAMA_CPP
     min_steer_layer = 1  # the control-vector buffer has no slot for layer 0
@@ -195,13 +204,19 @@ class LlamaCppEngine(Engine):
         try:
             llm = slot.llm
             self._set_cvec(slot, fp_prompt, steering.control_vector(self.n_layers, self.n_embd, Scope.ALL))
-            # Reuse the KV cache of the common prefix; at least the last prompt token is evaluated
-            # again, since its logits are where the first token comes from.
-            reuse = min(_common_prefix(slot.tokens, ids), len(ids) - 1) if slot.fingerprint == fp_prompt else 0
+            # Reuse the KV cache of the common prefix with an earlier prompt and evaluate the rest,
+            # at least the last two prompt tokens, in batches of two or more. llama.cpp computes a
+            # lone token on another kernel path (its logits up to ~0.5 apart from the same token's
+            # in a batch); this way a prompt served from the cache gives bit-identical logits to
+            # the same prompt evaluated cold, so a seed (or greedy decoding) gives the same text
+            # whatever the context held before. For the same reason generated tokens, whose KV
+            # comes from one-token evaluations, are never reused.
+            reuse = max(0, min(_common_prefix(slot.tokens, ids), len(ids) - 2)) if slot.fingerprint == fp_prompt else 0
             stats.cached_tokens = reuse
             slot.fingerprint, slot.tokens = fp_prompt, ids[:reuse]
             llm.n_tokens = reuse  # Llama.eval drops the KV cache from n_tokens on
-            llm.eval(ids[reuse:])
+            for batch in _batches(ids[reuse:], llm.n_batch):
+                llm.eval(batch)
             slot.tokens = list(ids)
             if fp_gen != fp_prompt:
                 self._set_cvec(slot, fp_gen, steering.control_vector(
@@ -214,7 +229,5 @@ class LlamaCppEngine(Engine):
                 generated.append(tok)
                 yield tok
                 llm.eval([tok])
-                if fp_gen == fp_prompt:  # generated tokens' KV is reusable by the next request
-                    slot.tokens.append(tok)
         finally:
             self._release(slot)
