@@ -53,6 +53,8 @@ class Hub:
         self.migrations: list[Path] = []
         self._peers: set[Peer] = set()
         self._token_watch: asyncio.Task | None = None
+        #: Sockets accepted and not yet finished (``max_connections`` counts these).
+        self.sockets = 0
         self._history_pool = ThreadPoolExecutor(max(1, settings.history_workers), thread_name_prefix="history")
         self.frames_received = 0
         self._last_frame = 0.0

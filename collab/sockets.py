@@ -141,11 +141,24 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     # Accept first so that refusals reach the client as a close code and reason, which a
     # browser can read, instead of a bare failed handshake.
     await websocket.accept(subprotocol)
+    # Counted from the accept, before anything awaits: sockets still authenticating count too,
+    # or a burst of connections would all pass the check before the first one registered.
+    if hub.sockets >= hub.settings.max_connections:
+        exc = TooManyConnections(f"the hub holds its limit of {hub.settings.max_connections} sockets")
+        log.warning("refused socket for %s: %s (%d)", doc_id, exc, exc.close_code)
+        await websocket.close(exc.close_code, exc.reason)
+        return
+    hub.sockets += 1
+    try:
+        await _serve(hub, websocket, doc_id, token)
+    finally:
+        hub.sockets -= 1
+
+
+async def _serve(hub: Hub, websocket: WebSocket, doc_id: str, token: str | None) -> None:
     try:
         if hub.state is not HubState.RUNNING:
             raise HubShuttingDown("server is shutting down; reconnect shortly")
-        if len(hub.peers) >= hub.settings.max_connections:
-            raise TooManyConnections(f"the hub holds its limit of {hub.settings.max_connections} sockets")
         identity = await asyncio.to_thread(hub.auth.for_document, token, doc_id)
         room = await hub.rooms.acquire(doc_id)
     except TinymorphError as exc:

