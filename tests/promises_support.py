@@ -7,28 +7,25 @@ Everything here drives real parts: real hub processes, the real PostgreSQL and R
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from agents_support import await_until, wait
 
-from collab.testing import HubProcess
+from collab.testing import HUB_ONLY, HubProcess  # noqa: F401 - HUB_ONLY re-exported for the promise tests
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("TINYMORPH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TINYMORPH_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
-#: A hub that only serves documents: no worker processes, no embedding graph.
-HUB_ONLY = {"TINYMORPH_WORKER_EMBEDDED": "false", "TINYMORPH_GRAPH_ENABLED": "false"}
 
 
 def missing_service(name: str, exc: BaseException) -> None:
@@ -75,26 +72,12 @@ def redis_or_skip() -> str:
 
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 30, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
+    return wait(predicate, what, timeout, every)
 
 
 async def until(predicate: Callable[[], Any], what: str, timeout: float = 30, every: float = 0.05) -> Any:
     """``wait_until`` for async tests: the event loop keeps running (clients keep reading)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(every)
+    return await await_until(predicate, what, timeout, every)
 
 
 async def committed(hub: HubProcess, doc_id: str, seq: int, token: str | None = None, timeout: float = 30) -> dict:
