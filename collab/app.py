@@ -21,7 +21,7 @@ from .config import Settings
 from .exceptions import TinymorphError
 from .extensions import Extension, ExtensionContext, hook, load_extensions
 from .guard import OpenModeGuard
-from .hub import Hub
+from .hub import Hub, HubState
 from .logs import redact_tokens
 from .review import routes as review_routes
 from .sockets import websocket_endpoint
@@ -37,8 +37,13 @@ async def _health(request: Request) -> JSONResponse:
     hub: Hub = request.app.state.hub
     quarantined = [{"doc_id": doc_id, "seq": seq, "reason": reason}
                    for (doc_id, seq), reason in hub.store.quarantined.items()]
-    return JSONResponse({"status": hub.state.value, "peers": len(hub.peers),
-                         "rooms": len(hub.rooms.all()) if hub.rooms else 0, "quarantined": quarantined})
+    body = {"status": hub.state.value, "peers": len(hub.peers),
+            "rooms": len(hub.rooms.all()) if hub.rooms else 0, "quarantined": quarantined}
+    if hub.cluster is not None:
+        body["cluster"] = hub.cluster.stats()
+    # Not ready (503) unless running: a load balancer takes a starting or draining hub out of
+    # rotation; the body still says what it is doing.
+    return JSONResponse(body, status_code=200 if hub.state is HubState.RUNNING else 503)
 
 
 async def _spa_index(request: Request) -> FileResponse:

@@ -91,6 +91,17 @@ class Settings:
     auto_create_docs: bool = False
     #: ``memory`` (in-process) or a ``redis://`` URL for a bus shared by several processes.
     event_bus: str = "memory"
+    #: Several hub processes serving the same documents (README "Running on several machines"):
+    #: a ``redis://`` URL whose streams carry committed updates and presence between them; needs
+    #: PostgreSQL as ``db``. Empty: this process is the only one (the embedded default).
+    cluster_url: str = ""
+    #: A hole in a document's sequence (a message Redis lost) is read from the database after this
+    #: long; every ``cluster_check_s`` each open room is compared with the log's last position.
+    cluster_gap_ms: float = 50.0
+    cluster_check_s: float = 2.0
+    #: A process's liveness key lives this long: a killed process's clients' presence is removed
+    #: from the others within about this time.
+    cluster_presence_ttl_s: float = 3.0
     #: Keep each document's text-embedding graph (needs the inference extra for embeddings).
     graph_enabled: bool = True
     #: Rebuild a document's graph this long after its last edit.

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from .auth import Authenticator
+from .cluster import Cluster
 from .config import Settings
 from .events import Event, EventBus, create_bus
 from .history import History
@@ -42,7 +43,13 @@ class Hub:
     def __init__(self, settings: Settings, bus: EventBus | None = None) -> None:
         self.settings = settings
         self.store = Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous,
-                           limits=settings.update_limits())
+                           limits=settings.update_limits(), allocate_seq=bool(settings.cluster_url))
+        #: The other hub processes serving the same documents (None: this one is alone).
+        self.cluster: Cluster | None = None
+        if settings.cluster_url:
+            self.cluster = Cluster(settings.cluster_url, self.store, gap_s=settings.cluster_gap_ms / 1000,
+                                   check_s=settings.cluster_check_s,
+                                   presence_ttl_s=settings.cluster_presence_ttl_s)
         self.auth = Authenticator(self.store, settings.signing_secret(), settings.auth_mode, settings.token_ttl_s)
         self.bus = bus or create_bus(settings.event_bus)
         self.history = History(self.store)
@@ -84,6 +91,9 @@ class Hub:
                 awareness_max_clients=self.settings.awareness_max_clients,
             ),
         )
+        self.rooms.cluster = self.cluster
+        if self.cluster is not None:
+            await self.cluster.start()
         self.journal.start()
         self.bus.subscribe("token.revoked", self._on_token_revoked)
         self._token_watch = asyncio.create_task(self._watch_tokens())
@@ -191,6 +201,8 @@ class Hub:
             log.info("journal drained: %d updates in %d commits", self.journal.committed, self.journal.batches)
         if self.rooms:
             await self.rooms.close()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.bus.stop()
         self._history_pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.store.close)

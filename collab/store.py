@@ -44,6 +44,10 @@ class LogEntry:
     client_id: int | None = None
     created_at: datetime = field(default_factory=utcnow)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The room's local order of submission (not stored). One process: equal to ``seq``. Several
+    #: (``Store(allocate_seq=True)``): ``seq`` is given by the database at commit and the ticket
+    #: keeps this process's bookkeeping; 0 for an entry another process committed.
+    ticket: int = 0
 
 
 @dataclass(slots=True)
@@ -129,8 +133,14 @@ class _InsertMany:
 
 class Store:
     def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", echo: bool = False,
-                 limits: UpdateLimits | None = None) -> None:
+                 limits: UpdateLimits | None = None, allocate_seq: bool = False) -> None:
         self.url = url
+        #: Several hub processes share this database: ``append`` gives each entry its ``seq``
+        #: inside the commit, under the document row's lock (see ``_allocate``).
+        self.allocate_seq = allocate_seq
+        #: ``(doc_id, seq)`` this process is committing right now (allocated, not yet handed to
+        #: the rooms): a backfill that reads one of them leaves it to the commit's own callback.
+        self.committing: set[tuple[str, int]] = set()
         #: What an entry must satisfy to be applied when a document is loaded or replayed. The hub
         #: checks updates before they are logged; this keeps an entry logged before those checks
         #: existed (or under looser limits) from crashing every process that loads it.
@@ -140,6 +150,10 @@ class Store:
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             _create_private(url)
+        if allocate_seq and not url.startswith("postgresql"):
+            from .exceptions import ConfigError
+
+            raise ConfigError("several hub processes (cluster_url) need PostgreSQL as the database")
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -230,9 +244,66 @@ class Store:
             return
         conn = self.engine.raw_connection()
         try:
+            if self.allocate_seq:
+                return self._append_allocating(conn, entries)
             self._insert_updates(conn, entries)
         finally:
             conn.close()  # back to the pool
+
+    def _append_allocating(self, conn: Any, entries: list[LogEntry]) -> None:
+        """Give the entries their sequence numbers and insert them, in one transaction.
+
+        Each document's row is locked (``FOR NO KEY UPDATE``, in id order so two batches never
+        deadlock) before its last ``seq`` is read, so two processes committing to one document
+        take turns: the second reads the first's entries once they are committed, and numbers
+        its own after them. A rollback gives the numbers back with the rows: no gap, no
+        collision (the primary key would refuse one anyway)."""
+        docs = sorted({e.doc_id for e in entries})
+        taken: list[tuple[str, int]] = []
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT id FROM documents WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", (docs,))
+            cur.execute(
+                "SELECT d, max(s) FROM (SELECT doc_id AS d, max(seq) AS s FROM updates WHERE doc_id = ANY(%s) "
+                "GROUP BY doc_id UNION ALL SELECT doc_id, max(seq) FROM snapshots WHERE doc_id = ANY(%s) "
+                "GROUP BY doc_id) AS m GROUP BY d", (docs, docs))
+            last = dict.fromkeys(docs, 0) | {d: s or 0 for d, s in cur.fetchall()}
+            cur.close()
+            for e in entries:
+                last[e.doc_id] = e.seq = last[e.doc_id] + 1
+                taken.append((e.doc_id, e.seq))
+            self.committing.update(taken)  # before the commit makes them visible to a backfill
+        except BaseException:
+            conn.rollback()
+            raise
+        try:
+            self._insert_updates(conn, entries)
+        except BaseException:
+            self.committing.difference_update(taken)
+            raise
+
+    def committed_locally(self, entries: list[LogEntry]) -> None:
+        """The rooms have the entries of a commit: a backfill may read them as anyone's now."""
+        if self.committing:
+            self.committing.difference_update((e.doc_id, e.seq) for e in entries)
+
+    def entries(self, doc_id: str, after: int, upto: int | None = None) -> list[LogEntry]:
+        """Log entries ``after < seq <= upto`` as LogEntry (ticket 0): a gap backfilled."""
+        q = select(Update.__table__).where(Update.doc_id == doc_id, Update.seq > after).order_by(Update.seq)
+        if upto is not None:
+            q = q.where(Update.seq <= upto)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q.limit(5000)).mappings().all()
+        return [LogEntry(r["doc_id"], r["seq"], r["data"], r["author_id"], r["author_name"], r["author_kind"],
+                         r["client_id"], as_utc(r["created_at"]), r["meta"] or {}) for r in rows]
+
+    def last_seqs(self, doc_ids: list[str]) -> dict[str, int]:
+        """Each document's last log position, in one query (the cluster's periodic check)."""
+        if not doc_ids:
+            return {}
+        q = select(Update.doc_id, func.max(Update.seq)).where(Update.doc_id.in_(doc_ids)).group_by(Update.doc_id)
+        with self.engine.connect() as conn:
+            return {d: s for d, s in conn.execute(q).all()}
 
     def last_seq(self, doc_id: str) -> int:
         with self.engine.connect() as conn:
@@ -330,12 +401,21 @@ class Store:
             yield from session.scalars(q.execution_options(yield_per=2000))
 
     def save_snapshot(self, doc_id: str, seq: int, state: bytes) -> None:
-        with self.engine.begin() as conn:
-            exists = conn.execute(
-                select(Snapshot.seq).where(Snapshot.doc_id == doc_id, Snapshot.seq == seq)
-            ).first()
-            if not exists:
-                conn.execute(insert(Snapshot), {"doc_id": doc_id, "seq": seq, "state": state, "created_at": utcnow()})
+        """Idempotent: another process holding the same document may save the same one."""
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with self.engine.begin() as conn:
+                exists = conn.execute(
+                    select(Snapshot.seq).where(Snapshot.doc_id == doc_id, Snapshot.seq == seq)
+                ).first()
+                if not exists:
+                    conn.execute(insert(Snapshot), {"doc_id": doc_id, "seq": seq, "state": state,
+                                                    "created_at": utcnow()})
+        except IntegrityError:
+            if self.get_document(doc_id) is None:
+                raise
+            log.debug("snapshot %d of %s was saved by another process meanwhile", seq, doc_id)
 
     def apply_retention(self, doc_id: str, older_than: datetime) -> int:
         """Delete log entries both covered by a snapshot and older than the cut-off.

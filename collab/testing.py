@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
-__all__ = ["HUB_ONLY", "TRACES_DIR", "HubProcess", "apply_patches", "free_port", "load_trace", "running_hub"]
+__all__ = ["HUB_ONLY", "TRACES_DIR", "HAProxy", "HubProcess", "apply_patches", "free_port", "load_trace", "running_hub"]
 
 #: The hub alone: no Celery worker processes beside it (each costs a warm shutdown of ~3 s when
 #: the hub stops) and no embedding graph. For every test that exercises neither.
@@ -90,7 +90,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class HubProcess:
+class _Listening:
+    """Something serving the hub's routes on 127.0.0.1:``port``."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+class HubProcess(_Listening):
     """``tinymorph serve`` in a child process, on a free port, its output in ``data_dir/hub.log``.
 
     ``stop()`` returns the exit code; ``assert_clean()`` raises, with the log, when the hub logged
@@ -120,13 +134,6 @@ class HubProcess:
         self.exit_codes: list[int] = []
         self._problems: list[str] = []
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self, timeout: float = 30) -> "HubProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -347,3 +354,97 @@ class _ErrorRecords(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.exc_info:
             self.records.append(logging.Formatter().format(record))
+
+
+HAPROXY_CONFIG = """\
+global
+    maxconn {maxconn}
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+    timeout check 1s
+    option redispatch
+    retries 3
+frontend hubs
+    bind {host}:{port}
+    default_backend hubs
+backend hubs
+    balance roundrobin
+    option httpchk
+    http-check send meth GET uri /healthz ver HTTP/1.1 hdr host {host}:{port}
+    http-check expect status 200
+    default-server check inter {inter_ms}ms fall 2 rise 1
+{servers}
+"""
+
+
+class HAProxy(_Listening):
+    """Debian's HAProxy in front of hub processes, round-robin, websockets through, each server
+    health-checked on ``/healthz`` (a draining or dead hub leaves the rotation). The config is
+    written to ``data_dir/haproxy.cfg`` (the same shape as ``deploy/haproxy.cfg``)."""
+
+    BINARY = os.environ.get("TINYMORPH_HAPROXY", "/usr/sbin/haproxy")
+
+    def __init__(self, data_dir: Path, backends: Iterable[int], *, port: int | None = None,
+                 inter_ms: int = 300, maxconn: int = 4000) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.backends = list(backends)
+        self.inter_ms = inter_ms
+        self.maxconn = maxconn
+        self.proc: subprocess.Popen | None = None
+        self.config_path = self.data_dir / "haproxy.cfg"
+        self.log_path = self.data_dir / "haproxy.log"
+
+
+    def config(self) -> str:
+        servers = "\n".join(f"    server hub{i} 127.0.0.1:{p}" for i, p in enumerate(self.backends))
+        return HAPROXY_CONFIG.format(host="127.0.0.1", port=self.port, inter_ms=self.inter_ms,
+                                     maxconn=self.maxconn, servers=servers)
+
+    def start(self, timeout: float = 15) -> "HAProxy":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config())
+        check = subprocess.run([self.BINARY, "-c", "-f", str(self.config_path)], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"haproxy refused its config:\n{check.stdout}{check.stderr}")
+        self._log = open(self.log_path, "ab")
+        die = _die_with_parent_hook() if threading.current_thread() is threading.main_thread() else None
+        self.proc = subprocess.Popen([self.BINARY, "-db", "-f", str(self.config_path)], stdout=self._log,
+                                     stderr=subprocess.STDOUT, preexec_fn=die)  # noqa: PLW1509
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"haproxy exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except (OSError, urllib.error.URLError, ValueError):
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"haproxy did not pass a request in {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> "HAProxy":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,450 @@
+"""Several hub processes, one document: fan-out over Redis Streams, the database as the truth.
+
+Each process commits its own peers' updates to the shared PostgreSQL log; the database numbers
+them inside the commit (``Store(allocate_seq=True)``: the document row is locked, so one gap-free
+sequence per document whatever process commits). Only then does the process relay them: to its
+own peers at once, and to the other processes by appending them to the document's Redis stream
+(``tm:doc:<id>``). Every process with the document open reads that stream and applies entries
+strictly in sequence order (:class:`Sequencer`); a hole in the sequence — a message lost to a
+Redis hiccup, a stream trimmed, a process killed between its commit and its append — is filled
+from the database after ``gap_s``, and a periodic check (``check_s``) compares every open room
+with the log's last position, so even a hole nobody follows up is filled. Redis is a bus: when it
+is down each process goes on committing and serving its own peers, and when it returns each one
+reads what it missed from the database.
+
+Presence travels on the same stream (so it never overtakes its sender's updates) tagged with the
+sending process. Each process holds a liveness key (``tm:proc:<id>``) with a TTL of
+``presence_ttl_s``, renewed three times per TTL; a process whose key has expired (killed, cut off)
+has its clients' presence removed by the others. A room opened on a process asks the others for
+their presence (a query on the stream); they answer with all of theirs.
+
+Nothing here is on a single process's path: a room whose peers are all on one process relays to
+them exactly as without a cluster, and the append to Redis is queued for a sender task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .store import LogEntry, Store, as_utc
+
+if TYPE_CHECKING:
+    from .rooms import Room
+
+__all__ = ["Cluster", "Sequencer", "stream_key"]
+
+log = logging.getLogger("tinymorph.cluster")
+
+PREFIX = "tm"
+
+
+def stream_key(doc_id: str) -> str:
+    return f"{PREFIX}:doc:{doc_id}"
+
+
+def _proc_key(proc_id: str) -> str:
+    return f"{PREFIX}:proc:{proc_id}"
+
+
+class Sequencer:
+    """One room's committed entries, local and remote, applied strictly in ``seq`` order.
+
+    Entries arrive out of order (two processes append to one stream in their own order; a local
+    commit may be numbered after a remote one not yet heard of); each waits here until every
+    number before it has been applied. A hole that lasts ``gap_s`` is read from the database."""
+
+    def __init__(self, room: "Room", cluster: "Cluster") -> None:
+        self.room = room
+        self.cluster = cluster
+        self.pending: dict[int, LogEntry] = {}
+        self._gap: asyncio.TimerHandle | None = None
+        self._filling = False
+        #: Highest seq known committed (from the periodic check): a hole up to it is real.
+        self.known = 0
+
+    def add(self, entries: list[LogEntry]) -> None:
+        applied = self.room.applied_seq
+        for e in entries:
+            if e.seq > applied and (e.seq not in self.pending or e.ticket):
+                self.pending[e.seq] = e
+            elif e.ticket:  # a local entry a backfill brought first (``Store.committing`` prevents it)
+                self.room.forget(e)
+        self.drain()
+
+    def drain(self) -> None:
+        room = self.room
+        run: list[LogEntry] = []
+        nxt = room.applied_seq + 1
+        while nxt in self.pending:
+            run.append(self.pending.pop(nxt))
+            nxt += 1
+        if run:
+            room.committed(run)
+            self.cluster.metrics_applied(run)
+        if self.pending or self.known > room.applied_seq:
+            if self._gap is None and not self._filling:
+                self._gap = asyncio.get_running_loop().call_later(self.cluster.gap_s, self._fill_soon)
+        elif self._gap is not None:
+            self._gap.cancel()
+            self._gap = None
+
+    def _fill_soon(self) -> None:
+        self._gap = None
+        self.cluster.spawn(self.fill())
+
+    async def fill(self) -> None:
+        """Read the hole after ``applied_seq`` from the database."""
+        if self._filling:
+            return
+        self._filling = True
+        try:
+            room = self.room
+            after = room.applied_seq
+            upto = min(self.pending) - 1 if self.pending else None
+            if upto is not None and upto <= after:
+                return
+            store = self.cluster.store
+            got = await asyncio.to_thread(store.entries, room.doc_id, after, upto)
+            mine = store.committing
+            got = [e for e in got if (e.doc_id, e.seq) not in mine]
+            if got:
+                self.cluster.gaps_filled += len(got)
+                log.info("room %s: %d entries after %d read from the database", room.doc_id, len(got), after)
+                for e in got:
+                    if e.seq > room.applied_seq:
+                        self.pending.setdefault(e.seq, e)
+        except Exception:  # noqa: BLE001 - the database is away: the next check tries again
+            log.warning("backfill of %s failed; will retry", self.room.doc_id, exc_info=True)
+        finally:
+            self._filling = False
+        self.drain()
+
+    def close(self) -> None:
+        if self._gap is not None:
+            self._gap.cancel()
+            self._gap = None
+
+
+class Cluster:
+    """This process's link to the others (see the module docstring)."""
+
+    def __init__(self, url: str, store: Store, *, gap_s: float = 0.05, check_s: float = 2.0,
+                 presence_ttl_s: float = 3.0, stream_max_len: int = 10_000) -> None:
+        self.url = url
+        self.store = store
+        self.gap_s = gap_s
+        self.check_s = check_s
+        self.presence_ttl_s = presence_ttl_s
+        self.stream_max_len = stream_max_len
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.rooms: dict[str, Room] = {}
+        self.sequencers: dict[str, Sequencer] = {}
+        #: Stream position read up to, per document (None: unknown, resync from the database).
+        self._positions: dict[str, str | None] = {}
+        self._outbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(maxsize=100_000)
+        self._tasks: list[asyncio.Task] = []
+        self._spawned: set[asyncio.Task] = set()
+        self._redis: Any = None
+        self._reader_redis: Any = None
+        self.connected = False
+        self._resync = True
+        self._wake_key = f"{PREFIX}:wake:{self.id}"
+        # counters for /metrics
+        self.gaps_filled = 0
+        self.relayed_in = 0
+        self.relayed_out = 0
+        self.relay_lag: list[float] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        import redis.asyncio as redis
+
+        kw = {"socket_connect_timeout": 2, "health_check_interval": 10}
+        self._redis = redis.from_url(self.url, socket_timeout=5, **kw)
+        self._reader_redis = redis.from_url(self.url, socket_timeout=None, **kw)
+        try:
+            await self._redis.ping()
+            self.connected = True
+        except Exception as exc:  # noqa: BLE001 - serve anyway: Redis is a bus, not the truth
+            log.warning("cluster: redis at %s unreachable (%s); serving this process's peers alone", self.url, exc)
+        self._tasks = [asyncio.create_task(self._send(), name="cluster-send"),
+                       asyncio.create_task(self._read(), name="cluster-read"),
+                       asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
+                       asyncio.create_task(self._check(), name="cluster-check")]
+        log.info("cluster: process %s on %s", self.id, self.url)
+
+    async def stop(self) -> None:
+        deadline = time.monotonic() + 2
+        while not self._outbox.empty() and self.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for task in self._tasks:
+            task.cancel()
+        for task in [*self._tasks, *self._spawned]:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        for seq in self.sequencers.values():
+            seq.close()
+        for r in (self._redis, self._reader_redis):
+            if r is not None:
+                try:
+                    if self.connected and r is self._redis:
+                        await r.delete(_proc_key(self.id))
+                    await r.aclose()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
+    # -- rooms ----------------------------------------------------------------------------
+
+    async def position(self, doc_id: str) -> str | None:
+        """The stream's last id, read *before* the room loads from the database: whatever is
+        committed after that load was appended after this id, so reading on from it misses
+        nothing (and what the load already had is dropped by its seq)."""
+        if not self.connected:
+            return None
+        try:
+            last = await self._redis.xrevrange(stream_key(doc_id), "+", "-", count=1)
+        except Exception:  # noqa: BLE001
+            return None
+        return last[0][0].decode() if last else "0-0"
+
+    def attach(self, room: "Room", position: str | None) -> None:
+        self.rooms[room.doc_id] = room
+        self.sequencers[room.doc_id] = Sequencer(room, self)
+        self._positions[room.doc_id] = position
+        if position is None:
+            self._resync = True
+        self._queue("wake", {"t": "w"})
+        self._queue(room.doc_id, {"t": "q"})  # the others' presence, please
+
+    def detach(self, room: "Room") -> None:
+        if self.rooms.get(room.doc_id) is room:
+            del self.rooms[room.doc_id]
+            self.sequencers.pop(room.doc_id).close()
+            self._positions.pop(room.doc_id, None)
+
+    def committed(self, doc_id: str, entries: list[LogEntry]) -> None:
+        """A local commit: tell the others, then apply in order (the room relays to its peers)."""
+        for e in entries:
+            self._queue(doc_id, {"t": "u", "seq": e.seq, "d": e.data, "a": e.author_id, "n": e.author_name,
+                                 "k": e.author_kind, "c": "" if e.client_id is None else e.client_id,
+                                 "at": e.created_at.isoformat(), "m": json.dumps(e.meta, separators=(",", ":")),
+                                 "ts": time.time()})
+        self.store.committed_locally(entries)
+        seq = self.sequencers.get(doc_id)
+        if seq is not None:
+            seq.add(entries)
+
+    def presence(self, room: "Room", update: bytes, *, full: list[int] | None = None) -> None:
+        """A presence change of this process's peers, after their updates up to ``applied_seq``."""
+        fields: dict[str, Any] = {"t": "p", "d": update, "upto": room.applied_seq}
+        if full is not None:
+            fields["full"] = ",".join(map(str, full))
+        self._queue(room.doc_id, fields)
+
+    def metrics_applied(self, run: list[LogEntry]) -> None:
+        pass
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _queue(self, doc_id: str, fields: dict[str, Any]) -> None:
+        if not self.connected:
+            return  # the others read entries from the database when it returns; presence is re-asked
+        fields["src"] = self.id
+        try:
+            self._outbox.put_nowait((doc_id, fields))
+        except asyncio.QueueFull:
+            log.warning("cluster: outbox full; others will read %s from the database", doc_id)
+
+    async def _send(self) -> None:
+        """Append queued messages in order, many per round trip (a pipeline)."""
+        while True:
+            item = await self._outbox.get()
+            batch = [item]
+            while not self._outbox.empty() and len(batch) < 500:
+                batch.append(self._outbox.get_nowait())
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                for doc_id, fields in batch:
+                    if doc_id == "wake":
+                        pipe.xadd(self._wake_key, fields, maxlen=10, approximate=True)
+                    else:
+                        pipe.xadd(stream_key(doc_id), fields, maxlen=self.stream_max_len, approximate=True)
+                await pipe.execute()
+                self.relayed_out += sum(1 for _d, f in batch if f.get("t") == "u")
+                if not self.connected:
+                    self._back()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis down: the log has it; others backfill
+                self._lost(exc)
+                await asyncio.sleep(0.2)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        backoff = 0.2
+        wake_pos = "$"
+        while True:
+            try:
+                if self._resync:
+                    await self._catch_up()
+                    wake_pos = "$"
+                streams = {self._wake_key: wake_pos}
+                for doc_id, pos in list(self._positions.items()):
+                    if pos is not None:
+                        streams[stream_key(doc_id)] = pos
+                got = await self._reader_redis.xread(streams, count=1000, block=2000)
+                if not self.connected:
+                    self._back()
+                backoff = 0.2
+                for key, messages in got or ():
+                    key = key.decode()
+                    if key == self._wake_key:
+                        wake_pos = messages[-1][0].decode()
+                        continue
+                    doc_id = key[len(PREFIX) + 5:]
+                    if doc_id not in self._positions:
+                        continue
+                    self._positions[doc_id] = messages[-1][0].decode()
+                    self._handle(doc_id, messages)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - connection errors of every kind
+                self._lost(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _catch_up(self) -> None:
+        """After Redis was away (or a room opened while it was): note each stream's position,
+        then read the database from each room's position on, then read the streams from there."""
+        self._resync = False
+        for doc_id in list(self.rooms):
+            last = await self._reader_redis.xrevrange(stream_key(doc_id), "+", "-", count=1)
+            if doc_id in self._positions:
+                self._positions[doc_id] = last[0][0].decode() if last else "0-0"
+        for doc_id, seq in list(self.sequencers.items()):
+            await seq.fill()
+            self._queue(doc_id, {"t": "q"})
+
+    def _handle(self, doc_id: str, messages: list) -> None:
+        room = self.rooms.get(doc_id)
+        if room is None:
+            return
+        entries: list[LogEntry] = []
+        now = time.time()
+        for _id, raw in messages:
+            f = {k.decode(): v for k, v in raw.items()}
+            src = f.get("src", b"").decode()
+            if src == self.id:
+                continue
+            kind = f.get("t", b"").decode()
+            try:
+                if kind == "u":
+                    c = f["c"].decode()
+                    entries.append(LogEntry(doc_id, int(f["seq"]), f["d"], f["a"].decode(), f["n"].decode(),
+                                            f["k"].decode(), int(c) if c else None,
+                                            as_utc(datetime.fromisoformat(f["at"].decode())),
+                                            json.loads(f["m"]), ticket=0))
+                    self.relayed_in += 1
+                    if len(self.relay_lag) < 10_000:
+                        self.relay_lag.append(now - float(f["ts"]))
+                elif kind == "p":
+                    if entries:  # updates before this presence first
+                        self.sequencers[doc_id].add(entries)
+                        entries = []
+                    full = f.get("full")
+                    ids = [int(x) for x in full.decode().split(",") if x] if full is not None else None
+                    room.remote_presence(src, f["d"], int(f["upto"]), full=ids)
+                elif kind == "q":
+                    ids = room.local_client_ids()
+                    self.presence(room, room.awareness.encode_awareness_update(ids), full=ids)
+            except Exception:  # noqa: BLE001 - one bad message never stops the reader
+                log.exception("cluster: cannot read a %r message on %s", kind, doc_id)
+        if entries:
+            self.sequencers[doc_id].add(entries)
+
+    # -- liveness and the periodic check --------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        ttl_ms = int(self.presence_ttl_s * 1000)
+        while True:
+            try:
+                await self._redis.set(_proc_key(self.id), b"1", px=ttl_ms)
+                if not self.connected:
+                    self._back()
+                await self._expire_dead()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                self._lost(exc)
+            await asyncio.sleep(self.presence_ttl_s / 3)
+
+    async def _expire_dead(self) -> None:
+        """Remove the presence of clients whose process's liveness key has expired."""
+        procs = sorted({p for room in self.rooms.values() for p in room.remote_clients.values()})
+        if not procs:
+            return
+        alive = await self._redis.exists(*[_proc_key(p) for p in procs]) if len(procs) == 1 else None
+        if alive is not None:
+            dead = [] if alive else procs
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            for p in procs:
+                pipe.exists(_proc_key(p))
+            dead = [p for p, n in zip(procs, await pipe.execute()) if not n]
+        for p in dead:
+            log.info("cluster: process %s is gone; removing its clients' presence", p)
+            for room in list(self.rooms.values()):
+                room.drop_remote_presence(p)
+
+    async def _check(self) -> None:
+        """Every ``check_s``: is any open room behind the log? (A hole nobody followed up.)"""
+        while True:
+            await asyncio.sleep(self.check_s)
+            try:
+                last = await asyncio.to_thread(self.store.last_seqs, list(self.sequencers))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.warning("cluster: periodic check failed", exc_info=True)
+                continue
+            for doc_id, seq in last.items():
+                sequencer = self.sequencers.get(doc_id)
+                if sequencer is not None and seq > sequencer.room.applied_seq:
+                    sequencer.known = max(sequencer.known, seq)
+                    sequencer.drain()
+
+    # -- connection state -----------------------------------------------------------------
+
+    def _lost(self, exc: BaseException) -> None:
+        if self.connected:
+            log.warning("cluster: redis lost (%s); committing and serving this process's peers, "
+                        "will catch up from the database", exc)
+            self.connected = False
+        self._resync = True
+
+    def _back(self) -> None:
+        log.warning("cluster: redis is back; catching up from the database")
+        self.connected = True
+        self._resync = True
+
+    def stats(self) -> dict[str, Any]:
+        return {"process": self.id, "redis": self.connected, "rooms": len(self.rooms),
+                "relayed_in": self.relayed_in, "relayed_out": self.relayed_out, "gaps_filled": self.gaps_filled,
+                "outbox": self._outbox.qsize()}
