@@ -23,6 +23,7 @@ from .extensions import Extension, ExtensionContext, hook, load_extensions
 from .guard import OpenModeGuard
 from .hub import Hub, HubState
 from .logs import redact_tokens
+from .metrics import metrics_endpoint
 from .review import routes as review_routes
 from .sockets import websocket_endpoint
 
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None,
     routes = [
         WebSocketRoute("/ws/{doc_id:str}", websocket_endpoint),
         Route("/healthz", _health),
+        Route("/metrics", metrics_endpoint),
         *api_routes,
         *review_routes,
         *extension_routes,

@@ -32,7 +32,7 @@ import socket
 import time
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .store import LogEntry, Store, as_utc
 
@@ -88,7 +88,6 @@ class Sequencer:
             nxt += 1
         if run:
             room.committed(run)
-            self.cluster.metrics_applied(run)
         if self.pending or self.known > room.applied_seq:
             if self._gap is None and not self._filling:
                 self._gap = asyncio.get_running_loop().call_later(self.cluster.gap_s, self._fill_soon)
@@ -137,7 +136,8 @@ class Cluster:
     """This process's link to the others (see the module docstring)."""
 
     def __init__(self, url: str, store: Store, *, gap_s: float = 0.05, check_s: float = 2.0,
-                 presence_ttl_s: float = 3.0, stream_max_len: int = 10_000) -> None:
+                 presence_ttl_s: float = 3.0, stream_max_len: int = 10_000,
+                 on_relay_lag: Callable[[float], None] | None = None) -> None:
         self.url = url
         self.store = store
         self.gap_s = gap_s
@@ -161,7 +161,8 @@ class Cluster:
         self.gaps_filled = 0
         self.relayed_in = 0
         self.relayed_out = 0
-        self.relay_lag: list[float] = []
+        #: Told how long each entry took from the other process's commit to here (metrics).
+        self.on_relay_lag = on_relay_lag
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -257,8 +258,13 @@ class Cluster:
             fields["full"] = ",".join(map(str, full))
         self._queue(room.doc_id, fields)
 
-    def metrics_applied(self, run: list[LogEntry]) -> None:
-        pass
+    def waiting(self) -> int:
+        """Entries received but not applicable yet (an earlier one is missing)."""
+        return sum(len(s.pending) for s in self.sequencers.values())
+
+    @property
+    def outbox_depth(self) -> int:
+        return self._outbox.qsize()
 
     # -- sending --------------------------------------------------------------------------
 
@@ -362,8 +368,8 @@ class Cluster:
                                             as_utc(datetime.fromisoformat(f["at"].decode())),
                                             json.loads(f["m"]), ticket=0))
                     self.relayed_in += 1
-                    if len(self.relay_lag) < 10_000:
-                        self.relay_lag.append(now - float(f["ts"]))
+                    if self.on_relay_lag is not None:
+                        self.on_relay_lag(max(0.0, now - float(f["ts"])))
                 elif kind == "p":
                     if entries:  # updates before this presence first
                         self.sequencers[doc_id].add(entries)
@@ -447,4 +453,4 @@ class Cluster:
     def stats(self) -> dict[str, Any]:
         return {"process": self.id, "redis": self.connected, "rooms": len(self.rooms),
                 "relayed_in": self.relayed_in, "relayed_out": self.relayed_out, "gaps_filled": self.gaps_filled,
-                "outbox": self._outbox.qsize()}
+                "waiting": self.waiting(), "outbox": self.outbox_depth}

@@ -21,6 +21,7 @@ from .config import Settings
 from .events import Event, EventBus, create_bus
 from .history import History
 from .journal import Journal
+from .metrics import HubMetrics
 from .peers import Peer
 from .rooms import Rooms, RoomSettings
 from .store import Store
@@ -49,10 +50,12 @@ class Hub:
         if settings.cluster_url:
             self.cluster = Cluster(settings.cluster_url, self.store, gap_s=settings.cluster_gap_ms / 1000,
                                    check_s=settings.cluster_check_s,
-                                   presence_ttl_s=settings.cluster_presence_ttl_s)
+                                   presence_ttl_s=settings.cluster_presence_ttl_s,
+                                   on_relay_lag=lambda s: self.metrics.relay_lag.observe(s))
         self.auth = Authenticator(self.store, settings.signing_secret(), settings.auth_mode, settings.token_ttl_s)
         self.bus = bus or create_bus(settings.event_bus)
         self.history = History(self.store)
+        self.metrics = HubMetrics(self)
         self.state = HubState.CREATED
         self.journal: Journal | None = None
         self.rooms: Rooms | None = None
@@ -77,6 +80,7 @@ class Hub:
             group_size=self.settings.commit_group_size,
             max_batch=self.settings.commit_max_batch,
             max_pending=self.settings.commit_max_pending,
+            metrics=self.metrics,
         )
         self.rooms = Rooms(
             self.store,

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+import time
+from typing import Any, Callable
 
 from .exceptions import recoverable
 from .store import LogEntry, Store
@@ -54,8 +55,11 @@ class Journal:
         group_size: int = 1,
         max_batch: int = 2000,
         max_pending: int = 20000,
+        metrics: Any = None,
     ) -> None:
         self.store = store
+        #: Told each commit's size and duration (``metrics.HubMetrics.committed``), if given.
+        self.metrics = metrics
         self.on_commit = on_commit
         self.on_fail = on_fail
         self.delay_s = delay_s
@@ -112,6 +116,11 @@ class Journal:
         self._held = None
         if not self._soon:  # else the callback already scheduled for this turn takes them
             self._commit_soon()
+
+    @property
+    def depth(self) -> int:
+        """Updates waiting for a commit (not those being committed now)."""
+        return len(self._queue)
 
     @property
     def has_space(self) -> bool:
@@ -188,18 +197,20 @@ class Journal:
         """Commit a small batch on the event loop, where the store allows it; False if not done."""
         if not self._can_inline(batch):
             return False
+        started = time.perf_counter()
         try:
             self.store.append(batch, inline=True)
         except Exception as exc:  # locked or failing: the threaded path retries
             log.debug("inline commit of %d updates fell back to a thread: %s", len(batch), exc)
             return False
-        self._committed(batch)
+        self._committed(batch, started)
         return True
 
     async def _commit(self, batch: list[LogEntry]) -> None:
         if self._append_inline(batch):
             return
         for attempt, delay in enumerate((*self.RETRY_DELAYS, None)):
+            started = time.perf_counter()
             try:
                 await asyncio.to_thread(self.store.append, batch)
             except Exception as exc:
@@ -210,11 +221,13 @@ class Journal:
                 log.warning("commit failed (attempt %d), retrying in %.2fs: %s", attempt + 1, delay, exc)
                 await asyncio.sleep(delay)
             else:
-                return self._committed(batch)
+                return self._committed(batch, started)
 
-    def _committed(self, batch: list[LogEntry]) -> None:
+    def _committed(self, batch: list[LogEntry], started: float) -> None:
         self.committed += len(batch)
         self.batches += 1
+        if self.metrics is not None:
+            self.metrics.committed(len(batch), time.perf_counter() - started)
         self._safely(self.on_commit, batch)
 
     @staticmethod
