@@ -30,6 +30,9 @@ __all__ = ["Store", "LogEntry", "LoadedDocument", "content_text", "migrate"]
 
 log = logging.getLogger("tinymorph.store")
 
+#: The PostgreSQL advisory lock key migrations run under ("tmig" as a number).
+MIGRATION_LOCK = 0x746D6967
+
 
 @dataclass(slots=True)
 class LogEntry:
@@ -193,7 +196,19 @@ class Store:
         each extension's Alembic script directory (each keeps its own version table)."""
         from .schema import upgrade
 
-        upgrade(self.engine, *extensions)
+        if self.engine.dialect.name != "postgresql":
+            return upgrade(self.engine, *extensions)
+        # Several hub processes starting at once on one database: one migrates, the others wait
+        # for it (a session-level advisory lock) and then find nothing to do.
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+            try:
+                upgrade(self.engine, *extensions)
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+                conn.commit()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -309,8 +324,10 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(select(func.coalesce(func.max(Update.seq), 0)).where(Update.doc_id == doc_id)).scalar_one()
 
-    def load(self, doc_id: str, at_seq: int | None = None) -> LoadedDocument:
-        """Newest snapshot at or before ``at_seq`` plus the log tail after it, merged."""
+    def load(self, doc_id: str, at_seq: int | None = None, *, one_by_one: bool = False) -> LoadedDocument:
+        """Newest snapshot at or before ``at_seq`` plus the log tail after it, merged;
+        ``one_by_one``: applied one at a time instead, quarantining any that pycrdt refuses or
+        panics on (for a state that merged but does not apply)."""
         with self.engine.connect() as conn:
             snap_q = select(Snapshot.seq, Snapshot.state).where(Snapshot.doc_id == doc_id)
             tail_q = select(Update.seq, Update.data).where(Update.doc_id == doc_id)
@@ -328,11 +345,14 @@ class Store:
         skipped = tuple(r.seq for r in tail if (doc_id, r.seq) in self.quarantined)
         if not parts:
             return LoadedDocument(None, seq, snapshot_seq, skipped)
-        try:
-            state = parts[0] if len(parts) == 1 else pycrdt.merge_updates(*parts)
-        except BaseException as exc:  # noqa: BLE001 - one entry pycrdt refuses (or panics on): find it
-            if not recoverable(exc):
-                raise
+        state = None
+        if not one_by_one:
+            try:
+                state = parts[0] if len(parts) == 1 else pycrdt.merge_updates(*parts)
+            except BaseException as exc:  # noqa: BLE001 - one entry pycrdt refuses (or panics on): find it
+                if not recoverable(exc):
+                    raise
+        if state is None:
             state = self._merge_one_by_one(doc_id, [(-snap.seq, snap.state)] if snap else [],
                                            [(r.seq, r.data) for r in kept])
             skipped = tuple(r.seq for r in tail if (doc_id, r.seq) in self.quarantined)
