@@ -80,13 +80,25 @@ class AgentService:
         from .participant import SUGGESTIONS
         from .requests import REQUESTS, human_edit_of_open_room_with
 
-        subs = [("document.updated", self.requests.on_update, human_edit_of_open_room_with(self.hub, REQUESTS)),
-                ("document.updated", self.reviews.on_update, human_edit_of_open_room_with(self.hub, SUGGESTIONS))]
+        owned = self._owned
+        subs = [("document.updated", self.requests.on_update, owned(human_edit_of_open_room_with(self.hub, REQUESTS))),
+                ("document.updated", self.reviews.on_update, owned(human_edit_of_open_room_with(self.hub, SUGGESTIONS)))]
         if self.graph_scheduler:
-            subs.append(("document.updated", self.graph_scheduler.on_update, None))
+            subs.append(("document.updated", self.graph_scheduler.on_update, owned(None)))
         if self.watcher:
-            subs.append(("document.updated", self.watcher.on_update, None))
+            subs.append(("document.updated", self.watcher.on_update, owned(None)))
         return subs
+
+    def _owned(self, when: Any) -> Any:
+        """``when``, and with several hub processes only on the one that does the document's
+        background work (``Cluster.owns``): each trigger acts once, whichever processes hold the
+        document's peers. Alone, ``when`` as it is."""
+        cluster = getattr(self.hub, "cluster", None)
+        if cluster is None:
+            return when
+        if when is None:
+            return lambda event: cluster.owns(event.doc_id)
+        return lambda event: cluster.owns(event.doc_id) and when(event)
 
     async def _watch_workers(self, every_s: float = 2.0) -> None:
         while True:

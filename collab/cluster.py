@@ -54,6 +54,24 @@ def _proc_key(proc_id: str) -> str:
     return f"{PREFIX}:proc:{proc_id}"
 
 
+def _owner_key(doc_id: str) -> str:
+    return f"{PREFIX}:owner:{doc_id}"
+
+
+#: Take the lease if free, renew it if ours: 1; another process holds it: 0.
+_CLAIM = """
+local v = redis.call('GET', KEYS[1])
+if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+#: Give the lease up if ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class Sequencer:
     """One room's committed entries, local and remote, applied strictly in ``seq`` order.
 
@@ -156,6 +174,9 @@ class Cluster:
         self._reader_redis: Any = None
         self.connected = False
         self._resync = True
+        #: Documents whose background work (snapshots, retention, agents' triggers, the graph,
+        #: the watcher) is this process's, and until when (monotonic): see :meth:`owns`.
+        self._owned_until: dict[str, float] = {}
         self._wake_key = f"{PREFIX}:wake:{self.id}"
         # counters for /metrics
         self.gaps_filled = 0
@@ -199,7 +220,9 @@ class Cluster:
         for r in (self._redis, self._reader_redis):
             if r is not None:
                 try:
-                    if self.connected and r is self._redis:
+                    if self.connected and r is self._redis:  # the others take over at once
+                        for doc_id in [d for d in self._owned_until if self.owns(d)]:
+                            await self._release(doc_id)
                         await r.delete(_proc_key(self.id))
                     await r.aclose()
                 except Exception:  # noqa: BLE001
@@ -232,12 +255,50 @@ class Cluster:
             self._resync = True
         self._queue("wake", {"t": "w"})
         self._queue(room.doc_id, {"t": "q"})  # the others' presence, please
+        if self.connected:
+            self.spawn(self._claim_leases())
 
     def detach(self, room: "Room") -> None:
         if self.rooms.get(room.doc_id) is room:
             del self.rooms[room.doc_id]
             self.sequencers.pop(room.doc_id).close()
             self._positions.pop(room.doc_id, None)
+            if self._owned_until.pop(room.doc_id, None) is not None and self.connected:
+                self.spawn(self._release(room.doc_id))
+
+    # -- exactly-once background work ----------------------------------------------------
+
+    def owns(self, doc_id: str) -> bool:
+        """Whether this process does the document's background work now. Of the processes that
+        have it open, one holds its lease (``tm:owner:<id>``, TTL ``presence_ttl_s``, renewed
+        with the liveness key); it counts itself owner only until its last renewal's TTL runs
+        out by its own clock, so a process paused or cut off from Redis stops before another
+        can take over (no two owners at once). When the owner dies, another process holding
+        the room takes the lease within the TTL."""
+        return self._owned_until.get(doc_id, 0.0) > time.monotonic()
+
+    async def _claim_leases(self) -> None:
+        docs = list(self.rooms)
+        if not docs:
+            return
+        started = time.monotonic()
+        ttl_ms = int(self.presence_ttl_s * 1000)
+        pipe = self._redis.pipeline(transaction=False)
+        for doc_id in docs:
+            pipe.eval(_CLAIM, 1, _owner_key(doc_id), self.id, ttl_ms)
+        for doc_id, ours in zip(docs, await pipe.execute()):
+            if ours and doc_id in self.rooms:
+                if not self.owns(doc_id):
+                    log.info("cluster: this process now does the background work of %s", doc_id)
+                self._owned_until[doc_id] = started + self.presence_ttl_s * 0.8
+            else:
+                self._owned_until.pop(doc_id, None)
+
+    async def _release(self, doc_id: str) -> None:
+        try:
+            await self._redis.eval(_RELEASE, 1, _owner_key(doc_id), self.id)
+        except Exception:  # noqa: BLE001 - it expires anyway
+            pass
 
     def committed(self, doc_id: str, entries: list[LogEntry]) -> None:
         """A local commit: tell the others, then apply in order (the room relays to its peers)."""
@@ -394,6 +455,7 @@ class Cluster:
                 await self._redis.set(_proc_key(self.id), b"1", px=ttl_ms)
                 if not self.connected:
                     self._back()
+                await self._claim_leases()
                 await self._expire_dead()
             except asyncio.CancelledError:
                 raise
@@ -453,4 +515,5 @@ class Cluster:
     def stats(self) -> dict[str, Any]:
         return {"process": self.id, "redis": self.connected, "rooms": len(self.rooms),
                 "relayed_in": self.relayed_in, "relayed_out": self.relayed_out, "gaps_filled": self.gaps_filled,
-                "waiting": self.waiting(), "outbox": self.outbox_depth}
+                "waiting": self.waiting(), "outbox": self.outbox_depth,
+                "owned": sorted(d for d in self.rooms if self.owns(d))}

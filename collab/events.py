@@ -45,6 +45,10 @@ class Event:
 class EventBus:
     """Subscribe by exact topic or ``*`` for all; publish never blocks the caller."""
 
+    #: Whether an event published here reaches every process (then each process publishes only
+    #: what it did itself, e.g. the updates it committed, not those another process relayed).
+    shared = False
+
     def __init__(self) -> None:
         self._handlers: dict[str, list[tuple[Handler, Filter | None]]] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -97,6 +101,8 @@ class MemoryBus(EventBus):
 
 class RedisBus(EventBus):
     """Events travel through one Redis pub/sub channel; every process delivers what it hears."""
+
+    shared = True
 
     CHANNEL = "tinymorph:events"
 

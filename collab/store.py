@@ -220,10 +220,19 @@ class Store:
 
     # -- documents ------------------------------------------------------------------------
 
-    def create_document(self, title: str, owner_id: str, doc_id: str | None = None) -> dict[str, Any]:
+    def create_document(self, title: str, owner_id: str, doc_id: str | None = None, *,
+                        exist_ok: bool = False) -> dict[str, Any]:
+        """``exist_ok``: a document created meanwhile under ``doc_id`` (by another hub process
+        joining it first) is no error."""
+        from sqlalchemy.exc import IntegrityError
+
         row = {"id": doc_id or uuid.uuid4().hex, "title": title, "owner_id": owner_id, "created_at": utcnow()}
-        with self.engine.begin() as conn:
-            conn.execute(insert(Document), row)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(Document), row)
+        except IntegrityError:
+            if not (exist_ok and doc_id and self.get_document(doc_id) is not None):
+                raise
         return row
 
     def get_document(self, doc_id: str) -> dict[str, Any] | None:
