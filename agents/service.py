@@ -70,6 +70,9 @@ class AgentService:
             self.graph_scheduler = GraphScheduler(self._rebuild_graph, self.hub.bus, self.settings.graph_debounce_s)
         self.requests = RequestMap(self)
         self.reviews = ReviewRecorder(self)
+        metrics = getattr(self.hub, "metrics", None)
+        if metrics is not None:
+            metrics.registry.register(_RunsCollector(self.hub.store.engine))
         if self.settings.watcher_enabled:
             from .watcher import Watcher
 
@@ -230,6 +233,30 @@ class AgentService:
             await asyncio.to_thread(self.runs.finish, run_id, RunStatus.FAILED, error=f"broker unavailable: {exc}")
             raise Unavailable(f"cannot queue the run: the broker is unavailable ({exc})") from None
         return row
+
+
+class _RunsCollector:
+    """``tinymorph_agent_runs{status}``: agent runs in the database by status, read at scrape
+    time (one GROUP BY on the runs table; every process reports the same shared numbers)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):
+        import sqlalchemy as sa
+        from prometheus_client.core import GaugeMetricFamily
+
+        from .models import RunRow
+
+        family = GaugeMetricFamily("tinymorph_agent_runs", "Agent runs by status", labels=["status"])
+        with self.engine.connect() as conn:
+            counts = dict(conn.execute(sa.select(RunRow.status, sa.func.count()).group_by(RunRow.status)).all())
+        for status in RunStatus:
+            family.add_metric([status.value], counts.get(status.value, 0))
+        yield family
 
 
 def _integer(value: Any) -> bool:

@@ -98,4 +98,5 @@ async def metrics_endpoint(request: Request) -> Response:
         from .api import bearer
 
         await asyncio.to_thread(hub.auth.for_account, bearer(request))  # InvalidToken: 401
-    return Response(hub.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    # off the event loop: an extension's collector may read the database
+    return Response(await asyncio.to_thread(hub.metrics.render), media_type=CONTENT_TYPE_LATEST)

@@ -23,7 +23,8 @@ def scrape(url: str, token: str | None = None) -> dict[str, float]:
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.headers["content-type"].startswith("text/plain")
         text = r.read().decode()
-    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {s.name + "".join(f"|{k}={v}" for k, v in sorted(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 async def test_metrics_count_what_the_hub_did(tmp_path):
@@ -48,6 +49,11 @@ async def test_metrics_count_what_the_hub_did(tmp_path):
         assert got["tinymorph_commit_batch_size_sum"] == hub.journal.committed
         assert got["tinymorph_journal_depth"] == 0 and got["tinymorph_quarantined_entries"] == 0
         assert "tinymorph_cluster_redis_up" not in got  # one process: no cluster series
+        # the agents extension adds its runs by status (none yet)
+        from agents.runs import RunStatus
+
+        assert {k: v for k, v in got.items() if k.startswith("tinymorph_agent_runs|")} == {
+            f"tinymorph_agent_runs|status={s.value}": 0 for s in RunStatus}
 
 
 async def test_metrics_need_a_token_in_tokens_mode(tmp_path):
