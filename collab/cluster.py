@@ -34,6 +34,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
+from .lib0 import Reader, Writer
 from .store import LogEntry, Store, as_utc
 
 if TYPE_CHECKING:
@@ -178,6 +179,7 @@ class Cluster:
         #: the watcher) is this process's, and until when (monotonic): see :meth:`owns`.
         self._owned_until: dict[str, float] = {}
         self._wake_key = f"{PREFIX}:wake:{self.id}"
+        self._wake_pending = False
         # counters for /metrics
         self.gaps_filled = 0
         self.relayed_in = 0
@@ -253,10 +255,12 @@ class Cluster:
         self._positions[room.doc_id] = position
         if position is None:
             self._resync = True
-        self._queue("wake", {"t": "w"})
+        if not self._wake_pending:  # one wake-up per read: it reads every room added meanwhile
+            self._wake_pending = True
+            self._queue("wake", {"t": "w"})
         self._queue(room.doc_id, {"t": "q"})  # the others' presence, please
         if self.connected:
-            self.spawn(self._claim_leases())
+            self.spawn(self._claim_leases([room.doc_id]))
 
     def detach(self, room: "Room") -> None:
         if self.rooms.get(room.doc_id) is room:
@@ -277,8 +281,8 @@ class Cluster:
         the room takes the lease within the TTL."""
         return self._owned_until.get(doc_id, 0.0) > time.monotonic()
 
-    async def _claim_leases(self) -> None:
-        docs = list(self.rooms)
+    async def _claim_leases(self, docs: list[str] | None = None) -> None:
+        docs = list(self.rooms) if docs is None else docs
         if not docs:
             return
         started = time.monotonic()
@@ -301,12 +305,9 @@ class Cluster:
             pass
 
     def committed(self, doc_id: str, entries: list[LogEntry]) -> None:
-        """A local commit: tell the others, then apply in order (the room relays to its peers)."""
-        for e in entries:
-            self._queue(doc_id, {"t": "u", "seq": e.seq, "d": e.data, "a": e.author_id, "n": e.author_name,
-                                 "k": e.author_kind, "c": "" if e.client_id is None else e.client_id,
-                                 "at": e.created_at.isoformat(), "m": json.dumps(e.meta, separators=(",", ":")),
-                                 "ts": time.time()})
+        """A local commit: tell the others (one stream message for the document's part of the
+        commit), then apply in order (the room relays to its own peers)."""
+        self._queue(doc_id, {"t": "u", "d": encode_entries(entries), "ts": time.time()})
         self.store.committed_locally(entries)
         seq = self.sequencers.get(doc_id)
         if seq is not None:
@@ -353,7 +354,7 @@ class Cluster:
                     else:
                         pipe.xadd(stream_key(doc_id), fields, maxlen=self.stream_max_len, approximate=True)
                 await pipe.execute()
-                self.relayed_out += sum(1 for _d, f in batch if f.get("t") == "u")
+                self.relayed_out += sum(1 for _d, f in batch if f.get("t") == "u")  # commits, not entries
                 if not self.connected:
                     self._back()
             except asyncio.CancelledError:
@@ -372,6 +373,7 @@ class Cluster:
                 if self._resync:
                     await self._catch_up()
                     wake_pos = "$"
+                self._wake_pending = False
                 streams = {self._wake_key: wake_pos}
                 for doc_id, pos in list(self._positions.items()):
                     if pos is not None:
@@ -423,12 +425,9 @@ class Cluster:
             kind = f.get("t", b"").decode()
             try:
                 if kind == "u":
-                    c = f["c"].decode()
-                    entries.append(LogEntry(doc_id, int(f["seq"]), f["d"], f["a"].decode(), f["n"].decode(),
-                                            f["k"].decode(), int(c) if c else None,
-                                            as_utc(datetime.fromisoformat(f["at"].decode())),
-                                            json.loads(f["m"]), ticket=0))
-                    self.relayed_in += 1
+                    got = decode_entries(doc_id, f["d"])
+                    entries += got
+                    self.relayed_in += len(got)
                     if self.on_relay_lag is not None:
                         self.on_relay_lag(max(0.0, now - float(f["ts"])))
                 elif kind == "p":
@@ -517,3 +516,30 @@ class Cluster:
                 "relayed_in": self.relayed_in, "relayed_out": self.relayed_out, "gaps_filled": self.gaps_filled,
                 "waiting": self.waiting(), "outbox": self.outbox_depth,
                 "owned": sorted(d for d in self.rooms if self.owns(d))}
+
+
+def encode_entries(entries: list[LogEntry]) -> bytes:
+    """Log entries as one lib0 blob (a stream message carries a commit's entries of a document)."""
+    w = Writer().var_uint(len(entries))
+    metas: dict[int, bytes] = {}
+    for e in entries:
+        meta = metas.get(id(e.meta))
+        if meta is None:
+            meta = metas[id(e.meta)] = json.dumps(e.meta, separators=(",", ":")).encode()
+        w.var_uint(e.seq).var_bytes(e.data).var_string(e.author_id).var_string(e.author_name)
+        w.var_string(e.author_kind).var_uint(0 if e.client_id is None else e.client_id + 1)
+        w.var_string(e.created_at.isoformat()).var_bytes(meta)
+    return w.to_bytes()
+
+
+def decode_entries(doc_id: str, blob: bytes) -> list[LogEntry]:
+    r = Reader(blob)
+    out = []
+    for _ in range(r.var_uint()):
+        seq, data = r.var_uint(), r.var_bytes()
+        author_id, author_name, kind = r.var_string(), r.var_string(), r.var_string()
+        client = r.var_uint()
+        created = as_utc(datetime.fromisoformat(r.var_string()))
+        out.append(LogEntry(doc_id, seq, data, author_id, author_name, kind, client - 1 if client else None,
+                            created, json.loads(r.var_bytes()), ticket=0))
+    return out
