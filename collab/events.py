@@ -45,10 +45,6 @@ class Event:
 class EventBus:
     """Subscribe by exact topic or ``*`` for all; publish never blocks the caller."""
 
-    #: Whether an event published here reaches every process (then each process publishes only
-    #: what it did itself, e.g. the updates it committed, not those another process relayed).
-    shared = False
-
     def __init__(self) -> None:
         self._handlers: dict[str, list[tuple[Handler, Filter | None]]] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -61,6 +57,13 @@ class EventBus:
         return lambda: self._handlers.get(topic, []).remove(entry)
 
     def publish(self, event: Event) -> None:
+        self._deliver(event)
+
+    def publish_local(self, event: Event) -> None:
+        """To this process's subscribers only. Several hub processes each publish
+        ``document.updated`` for every entry they apply (their own and the others'), right
+        after applying it, so a subscriber reads the room with that entry in it; through Redis
+        it would arrive once per committing process, and possibly before the entry does."""
         self._deliver(event)
 
     def _deliver(self, event: Event) -> None:
@@ -101,8 +104,6 @@ class MemoryBus(EventBus):
 
 class RedisBus(EventBus):
     """Events travel through one Redis pub/sub channel; every process delivers what it hears."""
-
-    shared = True
 
     CHANNEL = "tinymorph:events"
 
