@@ -333,6 +333,16 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(select(func.coalesce(func.max(Update.seq), 0)).where(Update.doc_id == doc_id)).scalar_one()
 
+    def open(self, doc_id: str, *, create: bool = False) -> LoadedDocument | None:
+        """What a room starts from (``load``), or None for an unknown document unless ``create``
+        (then it is created, titled with its id): a join's database work in one call, so one
+        hop to a worker thread, not three."""
+        if self.get_document(doc_id) is None:
+            if not create:
+                return None
+            self.create_document(doc_id, "", doc_id, exist_ok=True)
+        return self.load(doc_id)
+
     def load(self, doc_id: str, at_seq: int | None = None, *, one_by_one: bool = False) -> LoadedDocument:
         """Newest snapshot at or before ``at_seq`` plus the log tail after it, merged;
         ``one_by_one``: applied one at a time instead, quarantining any that pycrdt refuses or
