@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.hub import JS_DIR, LineProc, NodeServer, _cpu_of, fmt, free_port, node_bin
+from bench.hub import JS_DIR, LineProc, NodeServer, fmt, free_port, node_bin
 from collab.testing import HUB_ONLY, HubProcess
 
 SCALELOAD = JS_DIR / "scaleload.mjs"
@@ -106,7 +106,7 @@ class Hubs:
         return ",".join(h.ws_url for h in self.hubs)
 
     def cpu(self) -> list[float]:
-        return [_cpu_of(h.proc.pid) for h in self.hubs]
+        return [h.cpu_seconds() for h in self.hubs]
 
     def stop(self) -> None:
         for hub in self.hubs:
