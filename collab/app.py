@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from pathlib import Path
@@ -10,11 +11,11 @@ from typing import AsyncIterator, Callable, Sequence
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from .api import error_response
+from .api import bearer, error_response
 from .api import routes as api_routes
 from .auth import AuthMode
 from .config import Settings
@@ -23,7 +24,7 @@ from .extensions import Extension, ExtensionContext, hook, load_extensions
 from .guard import OpenModeGuard
 from .hub import Hub, HubState
 from .logs import redact_tokens
-from .metrics import metrics_endpoint
+from .metrics import CONTENT_TYPE_LATEST
 from .review import routes as review_routes
 from .sockets import websocket_endpoint
 
@@ -45,6 +46,15 @@ async def _health(request: Request) -> JSONResponse:
     # Not ready (503) unless running: a load balancer takes a starting or draining hub out of
     # rotation; the body still says what it is doing.
     return JSONResponse(body, status_code=200 if hub.state is HubState.RUNNING else 503)
+
+
+async def _metrics(request: Request) -> Response:
+    """Prometheus metrics (``metrics.py``); in tokens mode for a valid token only."""
+    hub: Hub = request.app.state.hub
+    if hub.auth.mode is AuthMode.TOKENS:
+        await asyncio.to_thread(hub.auth.for_account, bearer(request))  # InvalidToken: 401
+    # off the event loop: an extension's collector may read the database
+    return Response(await asyncio.to_thread(hub.metrics.render), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _spa_index(request: Request) -> FileResponse:
@@ -93,7 +103,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None,
     routes = [
         WebSocketRoute("/ws/{doc_id:str}", websocket_endpoint),
         Route("/healthz", _health),
-        Route("/metrics", metrics_endpoint),
+        Route("/metrics", _metrics),
         *api_routes,
         *review_routes,
         *extension_routes,

@@ -5,27 +5,22 @@ already keeps (rooms, peers, journal depth, relayed entries) are read when Prome
 by a collector, so the update path pays nothing for them; only the commit latency and batch
 size and the cross-process relay lag are observed as they happen (a histogram observation, about
 a microsecond). Extensions add their own collectors to ``HubMetrics.registry`` (the agents
-extension: runs by status). In tokens mode the route needs a token, like every other route
-(Prometheus: ``authorization: {credentials: <token>}`` in the scrape config).
+extension: runs by status). The route is in ``app.py``: in tokens mode it needs a token, like
+every other route (Prometheus: ``authorization: {credentials: <token>}`` in the scrape config).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
-
-from .auth import AuthMode
 
 if TYPE_CHECKING:
     from .hub import Hub
 
-__all__ = ["HubMetrics", "metrics_endpoint"]
+__all__ = ["HubMetrics", "CONTENT_TYPE_LATEST"]
 
 
 class HubMetrics:
@@ -91,12 +86,3 @@ class _HubCollector(Collector):
         yield GaugeMetricFamily("tinymorph_cluster_remote_presence", "Presence states of other processes' clients",
                                 value=sum(len(r.remote_clients) for r in rooms))
 
-
-async def metrics_endpoint(request: Request) -> Response:
-    hub: Hub = request.app.state.hub
-    if hub.auth.mode is AuthMode.TOKENS:
-        from .api import bearer
-
-        await asyncio.to_thread(hub.auth.for_account, bearer(request))  # InvalidToken: 401
-    # off the event loop: an extension's collector may read the database
-    return Response(await asyncio.to_thread(hub.metrics.render), media_type=CONTENT_TYPE_LATEST)
