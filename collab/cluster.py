@@ -45,6 +45,8 @@ __all__ = ["Cluster", "Sequencer", "stream_key"]
 log = logging.getLogger("tinymorph.cluster")
 
 PREFIX = "tm"
+#: A document's stream is dropped after this long without a message (the log has it all).
+STREAM_TTL_S = 24 * 3600
 
 
 def stream_key(doc_id: str) -> str:
@@ -225,7 +227,7 @@ class Cluster:
                     if self.connected and r is self._redis:  # the others take over at once
                         for doc_id in [d for d in self._owned_until if self.owns(d)]:
                             await self._release(doc_id)
-                        await r.delete(_proc_key(self.id))
+                        await r.delete(_proc_key(self.id), self._wake_key)
                     await r.aclose()
                 except Exception:  # noqa: BLE001
                     pass
@@ -353,6 +355,8 @@ class Cluster:
                         pipe.xadd(self._wake_key, fields, maxlen=10, approximate=True)
                     else:
                         pipe.xadd(stream_key(doc_id), fields, maxlen=self.stream_max_len, approximate=True)
+                for doc_id in {d for d, _f in batch if d != "wake"}:  # an idle document's stream goes
+                    pipe.expire(stream_key(doc_id), STREAM_TTL_S)
                 await pipe.execute()
                 self.relayed_out += sum(1 for _d, f in batch if f.get("t") == "u")  # commits, not entries
                 if not self.connected:

@@ -224,16 +224,24 @@ class Store:
                         exist_ok: bool = False) -> dict[str, Any]:
         """``exist_ok``: a document created meanwhile under ``doc_id`` (by another hub process
         joining it first) is no error."""
+        row = {"id": doc_id or uuid.uuid4().hex, "title": title, "owner_id": owner_id, "created_at": utcnow()}
+        self._create(row["id"], title, owner_id, row=row, exist_ok=exist_ok)
+        return row
+
+    def _create(self, doc_id: str, title: str, owner_id: str, *, row: dict[str, Any] | None = None,
+                exist_ok: bool = True) -> bool:
+        """Insert a document; False when it exists already (and ``exist_ok``)."""
         from sqlalchemy.exc import IntegrityError
 
-        row = {"id": doc_id or uuid.uuid4().hex, "title": title, "owner_id": owner_id, "created_at": utcnow()}
+        row = row or {"id": doc_id, "title": title, "owner_id": owner_id, "created_at": utcnow()}
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(Document), row)
         except IntegrityError:
-            if not (exist_ok and doc_id and self.get_document(doc_id) is not None):
+            if not (exist_ok and self.get_document(doc_id) is not None):
                 raise
-        return row
+            return False
+        return True
 
     def get_document(self, doc_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -340,7 +348,8 @@ class Store:
         if self.get_document(doc_id) is None:
             if not create:
                 return None
-            self.create_document(doc_id, "", doc_id, exist_ok=True)
+            if self._create(doc_id, "", doc_id):
+                return LoadedDocument(None, 0, 0)  # made just now: nothing to read back
         return self.load(doc_id)
 
     def load(self, doc_id: str, at_seq: int | None = None, *, one_by_one: bool = False) -> LoadedDocument:
