@@ -5,6 +5,7 @@ a token in tokens mode."""
 from __future__ import annotations
 
 import asyncio
+import json
 import urllib.error
 import urllib.request
 
@@ -64,3 +65,20 @@ async def test_metrics_need_a_token_in_tokens_mode(tmp_path):
         assert refused.value.code == 401
         token, _ = hub.auth.issue(user_id="ops", name="Prometheus", role=Role.USER)
         assert (await asyncio.to_thread(scrape, url, token))["tinymorph_rooms"] == 0
+
+
+async def test_healthz_answers_503_while_the_hub_drains(tmp_path):
+    """A load balancer's health check takes a draining hub out of rotation (deploy/haproxy.cfg)."""
+    async with running_hub(tmp_path) as (hub, ws_url):
+        url = ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0] + "/healthz"
+
+        def status() -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    return r.status, json.load(r)["status"]
+            except urllib.error.HTTPError as e:
+                return e.code, json.load(e)["status"]
+
+        assert await asyncio.to_thread(status) == (200, "running")
+        await hub.drain()
+        assert await asyncio.to_thread(status) == (503, "draining")
