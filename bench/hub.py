@@ -465,6 +465,40 @@ def print_b4_table(raw_wall: float, raw_cpu: float, n_edits: int, runs: list[dic
               f"{r['wall_s'] / raw_wall:>8.2f}x  {note} (all sent after {r['send_s']:.2f} s)")
 
 
+def print_validation_cost(trace: dict, n: int = 20000) -> None:
+    """What the hub does to each update before pycrdt applies it, per update of the B4 trace:
+    the structural scan (``limits.check_update``), the gap check (``limits.clocks_after``) and
+    pycrdt's own decode (``get_state``), beside the cost of applying it."""
+    import pycrdt
+
+    from collab.limits import UpdateLimits, check_update, clocks_after
+    from collab.protocol import decode_message
+
+    trace = dict(trace, txns=trace["txns"][:n])
+    updates = [decode_message(f).payload for f in replay_raw(trace | {"endContent": _prefix_content(trace["txns"])},
+                                                             collect=True)[2]]
+    limits, clocks = UpdateLimits(), {}
+
+    def timed(step) -> float:
+        t0 = time.perf_counter()
+        for u in updates:
+            step(u)
+        return (time.perf_counter() - t0) / len(updates) * 1e6
+
+    def gap(u: bytes) -> None:
+        clocks.update(clocks_after(check_update(u, limits), lambda c: clocks.get(c, 0)))
+
+    doc = pycrdt.Doc()
+    rows = [("structure (check_update)", timed(lambda u: check_update(u, limits))),
+            ("structure + gap check (clocks_after)", timed(gap)),
+            ("pycrdt decode (get_state)", timed(pycrdt.get_state)),
+            ("pycrdt apply (apply_update)", timed(doc.apply_update))]
+    print(f"\nValidation per update, before pycrdt applies it (first {len(updates):,} updates of B4, one process)")
+    apply_us = rows[-1][1]
+    for label, us in rows:
+        print(f"  {label:<40}{us:>8.1f} us  {us / apply_us:>6.2f}x apply")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.hub", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller loads (a smoke run)")
@@ -555,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
                 if node:
                     runs.append(replay_through(node, trace, frames, clock, max(args.timeout, 240)))
                 print_b4_table(raw_wall, raw_cpu, len(trace["txns"]), runs)
+            print_validation_cost(load_trace("automerge-paper.json.gz"), 2000 if q else 20000)
         finally:
             for s in servers:
                 s.stop()

@@ -17,6 +17,7 @@ from .exceptions import (
     Unavailable,
     UnknownDocument,
     UpdateDecodeError,
+    UpdateGap,
 )
 from .extensions import Extension, ExtensionContext, load_extensions
 from .history import History, Revert, RevertScope
@@ -32,6 +33,6 @@ __all__ = [
     "first_item", "summarize",
     "Role", "AuthMode", "Authenticator", "Identity",
     "Event", "EventBus", "MemoryBus", "RedisBus", "create_bus",
-    "TinymorphError", "ConfigError", "ProtocolError", "MessageTooLarge", "UpdateDecodeError",
+    "TinymorphError", "ConfigError", "ProtocolError", "MessageTooLarge", "UpdateDecodeError", "UpdateGap",
     "UnknownDocument", "InvalidToken", "TokenRevoked", "PermissionDenied", "HubShuttingDown", "InvalidRequest", "Unavailable",
 ]

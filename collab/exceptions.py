@@ -12,6 +12,8 @@ __all__ = [
     "ProtocolError",
     "MessageTooLarge",
     "UpdateDecodeError",
+    "UpdateGap",
+    "NotIntegrated",
     "LimitExceeded",
     "recoverable",
     "RateLimited",
@@ -62,6 +64,17 @@ class UpdateDecodeError(ProtocolError):
     """A sync update frame is well framed but its Yjs update does not decode."""
 
     close_code = 4422
+
+
+class UpdateGap(UpdateDecodeError):
+    """An update writes clocks past what the hub has of that client: it depends on changes the
+    hub never saw. A stock yjs client holds such structs back until the gap fills, but pycrdt
+    integrates them at once, so the two would read different documents: refused instead."""
+
+
+class NotIntegrated(TinymorphError):
+    """A committed entry that pycrdt applied only in part (it drops some hostile structs): the
+    room quarantines it and rebuilds its doc from the log without it. Never sent to a client."""
 
 
 class LimitExceeded(ProtocolError):
@@ -138,4 +151,10 @@ def recoverable(exc: BaseException) -> bool:
     and a panic inside a native library (pycrdt's Rust code raises pyo3's ``PanicException``,
     which derives from BaseException, e.g. applying an update that decoded but indexes out of
     bounds). Not: cancellation, KeyboardInterrupt, SystemExit."""
-    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+    return isinstance(exc, Exception) or is_panic(exc)
+
+
+def is_panic(exc: BaseException) -> bool:
+    """A panic in native code (pyo3's ``PanicException``): hostile input found a library bug;
+    its Python traceback says nothing more than its message."""
+    return type(exc).__name__ == "PanicException"

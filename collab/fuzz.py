@@ -19,10 +19,14 @@ from dataclasses import dataclass
 import websockets
 from websockets.asyncio.client import connect
 
+from .exceptions import ProtocolError
 from .lib0 import MAX_SAFE_INTEGER, Writer
+from .limits import UpdateLimits, check_update
 
-__all__ = ["Case", "HostileInput", "FuzzReport", "attack"]
+__all__ = ["Case", "HostileInput", "FuzzReport", "HubCheck", "attack", "fuzz_hub", "load_in_yjs", "CONTROL"]
 
+QUERY_AWARENESS = b"\x03"
+CONTROL = "The control paragraph must survive every case."
 STRING, ANY, JSON_, BINARY, EMBED, FORMAT, TYPE, DOC, DELETED, GC, SKIP = 4, 8, 2, 3, 5, 6, 7, 9, 1, 0, 10
 
 
@@ -35,8 +39,17 @@ class Case:
 
 
 class HostileInput:
+    """Hostile messages, deterministic for a seed. Half the updates are *causal*: written by a
+    few client ids of its own, each starting where that client's last accepted-looking update
+    ended and pointing at items it wrote before, so that they pass the hub's structural and gap
+    checks and reach pycrdt's integration code (the rest mostly meet the checks)."""
+
     def __init__(self, seed: int = 0) -> None:
         self.rng = random.Random(seed)
+        self.clocks = {self.rng.randrange(1, 1 << 31): 0 for _ in range(4)}  # client id -> next clock
+        self.items: list[tuple[int, int]] = []  # (client, clock) of items written causally
+        self._shallow = False
+        self._before: tuple[dict, list] | None = None
 
     # -- numbers and strings on the edges ----------------------------------------------------
     def _uint(self) -> int:
@@ -45,7 +58,7 @@ class HostileInput:
             return self.rng.randrange(0, 64)
         if r < 0.8:
             return self.rng.randrange(0, 1 << 32)
-        return self.rng.choice([MAX_SAFE_INTEGER, MAX_SAFE_INTEGER - 1, 1 << 52, (1 << 53) - 100])
+        return self.rng.choice([MAX_SAFE_INTEGER, MAX_SAFE_INTEGER - 1, 1 << 52, (1 << 32) - 1, 1 << 32])
 
     def _text(self) -> str:
         r = self.rng.random()
@@ -81,6 +94,8 @@ class HostileInput:
             w.var_bytes(bytes(self.rng.randrange(256) for _ in range(self.rng.randrange(0, 16))))
 
     def _depth(self) -> int:
+        if self._shallow:
+            return self.rng.choice([0, 1, 3, 10, 63])
         return self.rng.choice([0, 1, 3, 10, 63, 64, 65, 200, 5_000, 30_000, 60_000])
 
     def _json(self) -> str:
@@ -91,19 +106,27 @@ class HostileInput:
             '{"a":' * depth + "1" + "}" * depth
 
     # -- updates -------------------------------------------------------------------------------
-    def _struct(self, w: Writer) -> None:
-        kind = self.rng.choice([STRING, STRING, ANY, ANY, JSON_, BINARY, EMBED, FORMAT, TYPE, DOC, DELETED, GC, SKIP])
+    def _id(self) -> tuple[int, int]:
+        """An item id: one written before (causal updates) or anything."""
+        if self.items and self.rng.random() < 0.7:
+            return self.rng.choice(self.items)
+        return self._uint(), self._uint()
+
+    def _struct(self, w: Writer, causal: bool = False) -> None:
+        kinds = [STRING, STRING, ANY, ANY, JSON_, BINARY, EMBED, FORMAT, TYPE, DOC, DELETED]
+        kind = self.rng.choice(kinds if causal else [*kinds, GC, SKIP])
         if kind in (GC, SKIP):
             w.u8(kind).var_uint(self._uint())
             return
-        origin = self.rng.random() < 0.3
-        right = self.rng.random() < 0.2
+        refs = not causal or bool(self.items)  # causal structs name only items written before
+        origin = refs and self.rng.random() < (0.5 if causal else 0.3)
+        right = refs and self.rng.random() < 0.2
         sub = not (origin or right) and self.rng.random() < 0.5
         w.u8(kind | (128 if origin else 0) | (64 if right else 0) | (32 if sub else 0))
-        if origin:
-            w.var_uint(self._uint()).var_uint(self._uint())
-        if right:
-            w.var_uint(self._uint()).var_uint(self._uint())
+        for present in (origin, right):
+            if present:
+                client, clock = self.rng.choice(self.items) if causal else self._id()
+                w.var_uint(client).var_uint(clock)
         if not (origin or right):
             if self.rng.random() < 0.8:
                 w.var_uint(1).var_string(self.rng.choice(["content", "m", "requests", "suggestions", self._text()]))
@@ -135,16 +158,57 @@ class HostileInput:
         elif kind == DELETED:
             w.var_uint(self._uint())
 
+    def causal_update(self) -> bytes:
+        """Structs of one of our clients, gap-free from its last clock, pointing at earlier items."""
+        client = self.rng.choice(list(self.clocks))
+        w = Writer().var_uint(1)
+        n = self.rng.choice([1, 1, 2, 5])
+        w.var_uint(n).var_uint(client).var_uint(self.clocks[client])
+        self._shallow = True  # values within the depth limit: the point is to reach pycrdt
+        for _ in range(n):
+            self._struct(w, causal=True)
+        if self.rng.random() < 0.7:
+            w.var_uint(0)  # no deletions
+        else:  # delete a few of this client's own characters, written or not
+            w.var_uint(1).var_uint(client).var_uint(1)
+            w.var_uint(self.rng.randrange(0, self.clocks[client] + 1)).var_uint(self.rng.randrange(1, 4))
+        self._shallow = False
+        data = w.to_bytes()
+        self._before = dict(self.clocks), list(self.items)
+        try:
+            ranges = check_update(data, UpdateLimits()).ranges
+        except ProtocolError:
+            return data  # refused by the checks: the hub never sees it, so the clock stays
+        for c, start, end in ranges:
+            self.items += [(c, start), (c, end - 1)]
+            self.clocks[c] = max(self.clocks.get(c, 0), end)
+        del self.items[:-64]
+        return data
+
+    @property
+    def causal(self) -> bool:
+        """Whether the last case was a causal update (whose acceptance moves our clocks)."""
+        return self._before is not None
+
+    def refused(self) -> None:
+        """The hub refused the last case: if it was causal, its clocks never happened."""
+        if self._before is not None:
+            self.clocks, self.items = self._before
+            self._before = None
+
     def update(self) -> bytes:
+        self._before = None
+        if self.rng.random() < 0.5:
+            return self.causal_update()
         w = Writer()
-        groups = self.rng.choice([0, 1, 1, 2, 5, 1200])
+        groups = self.rng.choice([0, 1, 1, 2, 5] * 6 + [1200])
         w.var_uint(groups)
         for _ in range(groups):
             n = self.rng.choice([1, 1, 2, 10]) if groups < 100 else 1
             w.var_uint(n).var_uint(self._uint()).var_uint(self._uint())
             for _ in range(n):
                 self._struct(w)
-        deletes = self.rng.choice([0, 0, 1, 3, 1100])
+        deletes = self.rng.choice([0, 0, 1, 3] * 6 + [1100])
         w.var_uint(deletes)
         for _ in range(deletes):
             ranges = self.rng.choice([1, 2, 50])
@@ -175,6 +239,7 @@ class HostileInput:
         return w.to_bytes()
 
     def case(self) -> Case:
+        self._before = None
         r = self.rng.random()
         if r < 0.55:
             return Case("update", b"\x00\x02" + Writer().var_bytes(self.update()).to_bytes())
@@ -194,59 +259,84 @@ class FuzzReport:
     by_kind: dict | None = None
     close_codes: dict | None = None
     failures: list | None = None
+    #: Causal updates the hub took (past every check, into pycrdt and the log).
+    reached: int = 0
 
     def __post_init__(self) -> None:
         self.by_kind, self.close_codes, self.failures = {}, {}, []
 
 
-async def attack(ws_url: str, doc_id: str, tokens: dict[str, str | None], n: int, seed: int = 0,
-                 check_every: int = 250, check=None, stop_on_failure: bool = True) -> FuzzReport:
-    """Send ``n`` hostile cases to ``doc_id``, round-robin over ``tokens`` (role -> token), each
-    on the open socket until the hub closes it (then a new one). Every ``check_every`` cases
-    ``await check()`` looks at the hub (healthy, control text intact, loads in yjs) and returns a
-    list of failures (empty: fine)."""
-    gen = HostileInput(seed)
+async def attack(ws_url: str, docs: list[tuple[str, dict[str, str | None]]], n: int, seed: int = 0,
+                 check_every: int = 250, check=None, stop_on_failure: bool = True, block: int = 25) -> FuzzReport:
+    """Send ``n`` hostile cases over one lane per ``(doc_id, tokens)`` of ``docs``, concurrently
+    (lanes hide the round trips of reconnects). A lane has its own generator (seeded from
+    ``seed``) and one socket at a time, as each role of ``tokens`` (role -> token) in turn for
+    ``block`` cases or until the hub closes it. After each case the lane waits for the hub's
+    verdict on it (see ``barrier``). Every ``check_every`` cases ``await check()`` looks at the
+    hub (healthy, control text intact, loads in yjs) and returns a list of failures. The cases
+    are the same for a seed; how the lanes interleave is not."""
     report = FuzzReport()
-    roles = list(tokens)
-    sockets: dict[str, object] = {}
+    done = asyncio.Event()
+    counter = 0
 
-    async def socket(role: str):
-        ws = sockets.get(role)
-        if ws is None or ws.close_code is not None:
-            if ws is not None:
-                report.close_codes[ws.close_code] = report.close_codes.get(ws.close_code, 0) + 1
-            token = tokens[role]
-            url = f"{ws_url}/{doc_id}" + (f"?token={token}" if token else "")
-            ws = sockets[role] = await connect(url, max_size=None, compression=None, max_queue=None)
-        return ws
-
-    async def drain(ws) -> None:
+    async def barrier(ws, settle: float = 0.0) -> None:
+        """Ask for presence and read until its answer: the hub handles a socket's messages in
+        order, so by then it has taken (or refused, closing the socket) the case before. Only
+        the lane's own socket is in its document, so no one else's presence comes between;
+        ``settle``: then read on until the socket is quiet that long (a new socket's welcome)."""
         try:
-            while True:
-                await asyncio.wait_for(ws.recv(), 0.001)
-        except (asyncio.TimeoutError, websockets.ConnectionClosed):
+            await ws.send(QUERY_AWARENESS)
+            while (await asyncio.wait_for(ws.recv(), 10))[:1] != b"\x01":
+                pass
+            while settle:
+                await asyncio.wait_for(ws.recv(), settle)
+        except (asyncio.TimeoutError, websockets.ConnectionClosed, OSError):
             pass
 
-    try:
-        for i in range(n):
-            case = gen.case()
-            role = roles[i % len(roles)]
-            report.cases += 1
-            report.by_kind[case.kind] = report.by_kind.get(case.kind, 0) + 1
-            ws = await socket(role)
-            try:
-                await ws.send(case.frame)
-            except websockets.ConnectionClosed:
-                pass
-            await drain(ws)
-            if check is not None and (i + 1) % check_every == 0:
-                found = await check()
-                report.failures += [f"after case {i + 1}: {f}" for f in found]
-                if found and stop_on_failure:
-                    break
-    finally:
-        for ws in sockets.values():
-            await ws.close()
+    async def lane(k: int, doc_id: str, tokens: dict[str, str | None]) -> None:
+        nonlocal counter
+        gen = HostileInput(seed * 7919 + k)
+        roles, ws, role, used = list(tokens), None, None, 0
+        try:
+            for i in range(k, n, len(docs)):
+                if done.is_set():
+                    return
+                if ws is None or ws.close_code is not None or used >= block:
+                    if ws is not None:
+                        await ws.close()
+                        report.close_codes[ws.close_code] = report.close_codes.get(ws.close_code, 0) + 1
+                    role = roles[(i // block) % len(roles)]
+                    token = tokens[role]
+                    url = f"{ws_url}/{doc_id}" + (f"?token={token}" if token else "")
+                    ws = await connect(url, max_size=None, compression=None, max_queue=None)
+                    used = 0
+                    await barrier(ws, settle=0.02)
+                case = gen.case()
+                used += 1
+                report.cases += 1
+                report.by_kind[case.kind] = report.by_kind.get(case.kind, 0) + 1
+                try:
+                    await ws.send(case.frame)
+                except (websockets.ConnectionClosed, OSError):
+                    pass
+                await barrier(ws)  # the verdict on it: the socket for the next case, our clocks
+                if ws.close_code is not None or role == "viewer":
+                    gen.refused()
+                elif gen.causal:
+                    report.reached += 1
+                counter += 1
+                if check is not None and counter % check_every == 0:
+                    found = await check()
+                    report.failures += [f"after {counter} cases: {f}" for f in found]
+                    if found and stop_on_failure:
+                        done.set()
+        finally:
+            if ws is not None:
+                await ws.close()
+
+    await asyncio.gather(*(lane(k, doc_id, tokens) for k, (doc_id, tokens) in enumerate(docs)))
+    if check is not None and not done.is_set():
+        report.failures += [f"at the end: {f}" for f in await check()]
     return report
 
 
@@ -264,35 +354,66 @@ def load_in_yjs(js_dir, state: bytes) -> str:
     return json.loads(out.stdout)["text"]
 
 
-def hub_checker(http_url: str, ws_url: str, doc_id: str, control: str, js_dir):
-    """``check()`` for :func:`attack`: the hub answers /healthz, the control text is intact,
-    and the document's state loads in a stock yjs client with the same text pycrdt sees."""
-    import urllib.request
+class HubCheck:
+    """``check()`` for :func:`attack`: the hub answers /healthz, and in each document the control
+    text is intact, as pycrdt and as a stock yjs client read it, and the state loads in yjs.
 
-    from .client import HubClient
+    Where the two read different texts otherwise, that goes to ``divergences``, not failures:
+    yrs and yjs integrate some hostile structs differently (an item whose origin lies in another
+    type, say); every reader still loads the document and the control text, and what differs is
+    only what the hostile editor wrote, which an editor may write anyway."""
 
-    async def check() -> list[str]:
-        problems = []
+    def __init__(self, http_url: str, ws_url: str, doc_ids: list[str], control: str, js_dir) -> None:
+        self.http_url, self.ws_url, self.doc_ids, self.control, self.js_dir = http_url, ws_url, doc_ids, control, js_dir
+        self.divergences: list[str] = []
+
+    async def __call__(self) -> list[str]:
+        import urllib.request
+
         try:
-            with urllib.request.urlopen(f"{http_url}/healthz", timeout=10) as r:
+            with urllib.request.urlopen(f"{self.http_url}/healthz", timeout=10) as r:
                 if json.load(r)["status"] != "running":
-                    problems.append("hub not running")
+                    return ["hub not running"]
         except OSError as exc:
             return [f"hub unreachable: {exc}"]
+        return [f"{doc_id}: {p}" for doc_id in self.doc_ids for p in await self.check_doc(doc_id)]
+
+    async def check_doc(self, doc_id: str) -> list[str]:
+        from .client import HubClient
+
         try:
-            async with HubClient(ws_url, doc_id) as c:
+            async with HubClient(self.ws_url, doc_id) as c:
                 await c.synced(30)
                 text, state = str(c.text), c.doc.get_update()
         except (asyncio.TimeoutError, OSError) as exc:
-            return [*problems, f"a new client could not load the document ({type(exc).__name__}): "
-                               "the hub holds state a fresh pycrdt doc cannot apply"]
-        if control not in text:
-            problems.append(f"control text lost: {text[:100]!r}")
+            return [f"a new client could not load the document ({type(exc).__name__}): "
+                    "the hub holds state a fresh pycrdt doc cannot apply"]
         try:
-            if (await asyncio.to_thread(load_in_yjs, js_dir, state)) != text:
-                problems.append("yjs reads another text than pycrdt")
+            in_yjs = await asyncio.to_thread(load_in_yjs, self.js_dir, state)
         except RuntimeError as exc:
-            problems.append(str(exc))
+            return [str(exc)]
+        problems = [f"control text lost as {who} reads it: {t[:100]!r}"
+                    for who, t in (("pycrdt", text), ("yjs", in_yjs)) if self.control not in t]
+        if in_yjs != text and not problems:
+            self.divergences.append(f"{doc_id}: yjs reads {len(in_yjs)} characters, pycrdt {len(text)}")
         return problems
 
-    return check
+
+async def fuzz_hub(hub, cases: int, js_dir, seed: int = 0, check_every: int = 2000,
+                   lanes: int = 4) -> tuple[FuzzReport, list[str]]:
+    """``cases`` hostile messages against a running hub (``collab.testing.HubProcess``): ``lanes``
+    documents, each holding the control text and attacked as owner, editor, viewer and agent in
+    turn, checked with :class:`HubCheck`. Returns the report and the checks' divergences."""
+    from .client import HubClient
+
+    docs = []
+    for k in range(lanes):
+        doc_id, owner = hub.create_doc(f"fuzzed {k}")
+        docs.append((doc_id, {"owner": owner, "editor": hub.token(doc_id, "editor", "Eve"),
+                              "viewer": hub.token(doc_id, "viewer", "Vic"), "agent": hub.token(doc_id, "agent", "Ada")}))
+        async with HubClient(hub.ws_url, doc_id, token=owner) as control:
+            await control.synced()
+            control.text.insert(0, CONTROL)
+            await control.flush()
+    check = HubCheck(hub.url, hub.ws_url, [d for d, _ in docs], CONTROL, js_dir)
+    return await attack(hub.ws_url, docs, cases, seed, check_every, check), check.divergences

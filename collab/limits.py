@@ -9,21 +9,25 @@ or more numerous than the limits. Refusal closes only the sender's socket (4413)
 nothing of it reaches pycrdt, the log or another peer.
 
 The update format is the one ``updates.py`` documents; this reader walks all of it, delete set
-included, and checks clocks against 2**53 (JavaScript clients cannot count further; ``lib0.Reader``
-refuses larger numbers).
+included, and checks clocks against 2**32: yrs keeps clocks in 32 bits and silently wraps larger
+ones while yjs counts on to 2**53, so past it the hub and a stock client would read different
+documents (found by the fuzzer). No editor gets near it: a clock counts one client's characters.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
-from .exceptions import LimitExceeded, ProtocolError
-from .lib0 import MAX_SAFE_INTEGER, Reader
+from .exceptions import LimitExceeded, ProtocolError, UpdateGap
+from .lib0 import Reader
 
-__all__ = ["UpdateLimits", "check_update", "check_json"]
+__all__ = ["UpdateLimits", "UpdateShape", "check_update", "clocks_after", "check_json"]
 
 GC, DELETED, JSON, BINARY, STRING, EMBED, FORMAT, TYPE, ANY, DOC, SKIP = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+MAX_CLOCK = (1 << 32) - 1  # yrs' clocks are u32
+SKIP_BYTE = bytes([SKIP])  # a Skip struct's info byte carries no flags
 
 
 @dataclass(frozen=True)
@@ -41,39 +45,78 @@ class UpdateLimits:
     max_string_bytes: int = 8 * 1024 * 1024
 
 
-def check_update(update: bytes, limits: UpdateLimits) -> None:
+@dataclass(slots=True)
+class UpdateShape:
+    """What an update writes and what it builds on, so that whoever applies it can tell whether
+    it depends on changes it has never seen (see ``Room._check_clocks``)."""
+
+    #: ``(client, start, end)`` clock ranges it writes, in update order: one for each run of
+    #: structs without a gap (a Skip struct starts a new one).
+    ranges: list[tuple[int, int, int]]
+    #: client -> the clock it must have reached: one past the highest item an origin, right
+    #: origin or parent of this update names.
+    needs: dict[int, int]
+
+
+def check_update(update: bytes, limits: UpdateLimits) -> UpdateShape:
     """Raise ``LimitExceeded`` (or ``ProtocolError`` for bytes that are no update) unless
-    ``update`` is a whole Yjs v1 update within ``limits``. Linear in its size, no recursion."""
+    ``update`` is a whole Yjs v1 update within ``limits``; return its :class:`UpdateShape`.
+    Linear in its size, no recursion."""
     r = Reader(update)
+    needs: dict[int, int] = {}
     groups = r.var_uint()
     if groups > limits.max_clients:
         raise LimitExceeded(f"update names {groups} clients (limit {limits.max_clients})")
     structs = 0
+    ranges = []
     for _ in range(groups):
         n = r.var_uint()
         structs += n
         if structs > limits.max_structs:
             raise LimitExceeded(f"update has over {limits.max_structs} structs")
-        r.var_uint()  # client
-        clock = r.var_uint()
+        client = r.var_uint()
+        start = clock = r.var_uint()
         for _ in range(n):
-            clock += _check_struct(r, limits)
-            if clock > MAX_SAFE_INTEGER:
-                raise LimitExceeded("update clocks pass 2**53")
+            skip = r.buf[r.pos:r.pos + 1] == SKIP_BYTE  # a gap: what follows is a range of its own
+            if skip and clock > start:
+                ranges.append((client, start, clock))
+            clock += _check_struct(r, limits, needs)
+            if clock > MAX_CLOCK:
+                raise LimitExceeded("update clocks pass 2**32")
+            if skip:
+                start = clock
+        if clock > start:
+            ranges.append((client, start, clock))
     clients = r.var_uint()
     if clients > limits.max_clients:
         raise LimitExceeded(f"delete set names {clients} clients (limit {limits.max_clients})")
     for _ in range(clients):
         r.var_uint()  # client
-        ranges = r.var_uint()
-        structs += ranges
+        deleted = r.var_uint()
+        structs += deleted
         if structs > limits.max_structs:
             raise LimitExceeded(f"update has over {limits.max_structs} structs and deleted ranges")
-        for _ in range(ranges):
-            if r.var_uint() + r.var_uint() > MAX_SAFE_INTEGER:
-                raise LimitExceeded("deleted range passes 2**53")
+        for _ in range(deleted):
+            if r.var_uint() + r.var_uint() > MAX_CLOCK:
+                raise LimitExceeded("deleted range passes 2**32")
     if not r.at_end():
         raise ProtocolError(f"update has {r.remaining} trailing bytes")
+    return UpdateShape(ranges, needs)
+
+
+def clocks_after(shape: UpdateShape, known: Callable[[int], int]) -> dict[int, int]:
+    """The clocks an update of ``shape`` takes its clients to, given the clocks ``known`` of
+    each client; ``UpdateGap`` if it writes past a gap or names an item beyond them."""
+    have: dict[int, int] = {}
+    for client, start, end in shape.ranges:
+        at = have.get(client) or known(client)
+        if start > at:
+            raise UpdateGap(f"update writes clocks {start}.. of client {client}, but the hub has its changes only up to {at}")
+        have[client] = max(at, end)
+    for client, clock in shape.needs.items():
+        if clock > (have.get(client) or known(client)):
+            raise UpdateGap(f"update builds on item {clock - 1} of client {client}, which the hub does not have")
+    return have
 
 
 def _string(r: Reader, limits: UpdateLimits) -> int:
@@ -84,32 +127,44 @@ def _string(r: Reader, limits: UpdateLimits) -> int:
     return n
 
 
-def _check_struct(r: Reader, limits: UpdateLimits) -> int:
-    """Skip one struct, checking it; returns the clock length it claims (at least 1)."""
+def _need(r: Reader, needs: dict[int, int]) -> None:
+    """Read an item id; its client must have reached one past its clock."""
+    client, clock = r.var_uint(), r.var_uint() + 1
+    if clock > MAX_CLOCK:
+        raise LimitExceeded("update names an item past clock 2**32")
+    if needs.get(client, 0) < clock:
+        needs[client] = clock
+
+
+def _check_struct(r: Reader, limits: UpdateLimits, needs: dict[int, int]) -> int:
+    """Skip one struct, checking it and noting the items it names in ``needs``; returns the
+    clock length it claims."""
     info = r.u8()
     kind = info & 31
     if kind in (GC, SKIP):
-        return max(1, r.var_uint())
+        return r.var_uint()
     if info & 128:
-        r.var_uint(), r.var_uint()  # origin
+        _need(r, needs)  # origin
     if info & 64:
-        r.var_uint(), r.var_uint()  # right origin
+        _need(r, needs)  # right origin
     if info & 192 == 0:
         if r.var_uint() == 1:
             _string(r, limits)  # root type name
         else:
-            r.var_uint(), r.var_uint()  # parent item
+            _need(r, needs)  # parent item
         if info & 32:
             _string(r, limits)  # parent sub (map key)
     if kind == DELETED:
-        return max(1, r.var_uint())
-    if kind == STRING:
-        return max(1, _string(r, limits))
+        return r.var_uint()
+    if kind == STRING:  # its clock length counts UTF-16 code units, as JavaScript strings do
+        n = _string(r, limits)
+        raw = r.buf[r.pos - n:r.pos]
+        return len(raw) if raw.isascii() else len(raw.decode("utf-8", "replace").encode("utf-16-le")) // 2
     if kind == JSON:
         n = r.var_uint()
         for _ in range(n):
             check_json(r.take(_length(r, limits)), limits.max_depth)
-        return max(1, n)
+        return n
     if kind == BINARY:
         _string(r, limits)
     elif kind == EMBED:
@@ -124,7 +179,7 @@ def _check_struct(r: Reader, limits: UpdateLimits) -> int:
         n = r.var_uint()
         for _ in range(n):
             _check_any(r, limits)
-        return max(1, n)
+        return n
     elif kind == DOC:
         _string(r, limits)  # guid
         _check_any(r, limits)  # options

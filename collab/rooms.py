@@ -20,9 +20,17 @@ from pycrdt import Awareness, Doc, Map, Text
 
 from .auth import Identity
 from .events import Event, EventBus
-from .exceptions import LimitExceeded, ProtocolError, UnknownDocument, UpdateDecodeError, recoverable
+from .exceptions import (
+    LimitExceeded,
+    NotIntegrated,
+    ProtocolError,
+    UnknownDocument,
+    UpdateDecodeError,
+    is_panic,
+    recoverable,
+)
 from .journal import Journal
-from .limits import UpdateLimits, check_update
+from .limits import UpdateLimits, UpdateShape, check_update, clocks_after
 from .peers import Peer
 from .protocol import (
     Message,
@@ -37,7 +45,7 @@ from .protocol import (
     sync_update,
 )
 from .store import LoadedDocument, LogEntry, Store
-from .updates import EMPTY_UPDATE, UpdateSummary, first_client, has_structs, summarize
+from .updates import EMPTY_UPDATE, UpdateSummary, decode_state_vector, first_client, has_structs, summarize
 
 __all__ = ["Room", "Rooms", "RoomSettings"]
 
@@ -58,10 +66,7 @@ class Room:
     def __init__(self, doc_id: str, loaded: LoadedDocument, rooms: "Rooms") -> None:
         self.doc_id = doc_id
         self.rooms = rooms
-        self.doc = Doc()
-        if loaded.state:
-            self.doc.apply_update(loaded.state)
-        self.text = self.doc.get("content", type=Text)
+        self._attach(self._build_doc(loaded))
         self.awareness = Awareness(self.doc)
         self.awareness.set_local_state(None)  # the hub itself has no presence
         self.peers: set[Peer] = set()
@@ -75,12 +80,48 @@ class Room:
         #: (seq, message, excluded peer). See ``_relay_presence``.
         self._held: list[tuple[int, bytes, Peer | None]] = []
         #: What each transaction on ``doc`` changed, as pycrdt encodes it (only what was new).
-        self._changes: list[bytes] = []
-        self.doc.observe(lambda event: self._changes.append(event.update))
         self._snapshotting = False
         self._evict_handle: asyncio.TimerHandle | None = None
+        #: client id -> the clock after what submitted, not yet applied, entries write; with the
+        #: doc's own clocks, what ``_check_clocks`` compares with. Emptied once all are applied:
+        #: then the doc says what it holds (pycrdt may drop structs it cannot integrate).
+        self._inflight: dict[int, int] = {}
+        #: seq -> the clock ranges a client's entry writes, until it is applied and found whole
+        #: in the doc (see ``_check_integrated``).
+        self._writes: dict[int, list[tuple[int, int, int]]] = {}
+
+    def _build_doc(self, loaded: LoadedDocument) -> Doc:
+        """A doc holding ``loaded``; if pycrdt panics on the merged state, it is rebuilt entry by
+        entry so that only the entry it panics on is lost (quarantined), not the document."""
+        doc = Doc()
+        if loaded.state:
+            try:
+                doc.apply_update(loaded.state)
+            except BaseException as exc:  # noqa: BLE001
+                if not recoverable(exc):
+                    raise
+                log.error("the state of %s does not apply (%s); rebuilding it one entry at a time", self.doc_id, exc)
+                doc = Doc()
+                state = self.rooms.store.load(self.doc_id, at_seq=loaded.seq, one_by_one=True).state
+                if state:
+                    doc.apply_update(state)
+        return doc
+
+    def _attach(self, doc: Doc) -> None:
+        """Make ``doc`` the room's document (at load, and when it is rebuilt from the log)."""
+        self.doc = doc
+        self.text = doc.get("content", type=Text)
+        #: What each transaction on ``doc`` changed, as pycrdt encodes it (only what was new).
+        self._changes: list[bytes] = []
+        #: The doc's state vector, decoded when first needed after a change.
+        self._doc_clocks: dict[int, int] | None = None
+        doc.observe(self._on_change)
         self._maps: dict[str, Map] = {}
         self._map_sizes: dict[str, int] = {}
+
+    def _on_change(self, event: pycrdt.TransactionEvent) -> None:
+        self._changes.append(event.update)
+        self._doc_clocks = None
 
     def map(self, name: str) -> Map:
         """The root ``Y.Map`` called ``name``, looked up once: ``Doc.get`` builds a new handle and
@@ -186,7 +227,7 @@ class Room:
         # Structure first, by our own non-recursive reader: pycrdt crashes the process on
         # values nested deeply enough (see limits.py). LimitExceeded closes this socket only.
         try:
-            check_update(update, self.rooms.settings.limits)
+            shape = check_update(update, self.rooms.settings.limits)
         except LimitExceeded:
             raise
         except ProtocolError as exc:
@@ -203,7 +244,23 @@ class Room:
             log.info("refused update from read-only %s on %s", peer.label, self.doc_id)
             peer.send(permission_denied(f"{ident.role} cannot edit this document"))
             return
-        self.submit(update, ident, origin=peer)
+        self._check_clocks(shape)
+        seq = self.submit(update, ident, origin=peer)
+        if shape.ranges:
+            self._writes[seq] = shape.ranges
+
+    def _check_clocks(self, shape: UpdateShape) -> None:
+        """Refuse (``UpdateGap``) an update that builds on changes the hub does not have: clocks
+        of a client past a gap, or an origin or parent item nobody sent.
+
+        yjs holds such structs back until what they need arrives; pycrdt integrates some of them
+        at once, so a stock client would read another text than the hub. Nothing a real editor
+        sends needs what it has not seen: a client's edits start where its last one ended and
+        name items it has, all of which the hub holds (in the doc, or submitted and in flight)."""
+        if self._doc_clocks is None:
+            self._doc_clocks = decode_state_vector(self.doc.get_state())
+        doc, inflight = self._doc_clocks, self._inflight
+        self._inflight.update(clocks_after(shape, lambda client: max(doc.get(client, 0), inflight.get(client, 0))))
 
     def submit(self, update: bytes, ident: Identity, origin: Peer | None = None, meta: dict | None = None) -> int:
         """Log a validated update as ``ident``'s; it is applied and relayed once committed.
@@ -301,6 +358,8 @@ class Room:
                 j += 1
             self._apply_isolated(entries[i:j], origin)
             i = j
+        if self.applied_seq >= self.seq:
+            self._inflight.clear()  # all applied: the doc's clocks say it all
         self._release_presence(self.applied_seq)
         self._flush_peers()  # the relayed updates were queued with later=True
         if self.applied_seq - self.snapshot_seq >= self.rooms.settings.snapshot_every:
@@ -309,15 +368,21 @@ class Room:
     def _apply_isolated(self, run: list[LogEntry], origin: Peer | None) -> None:
         """``_apply_run``, so that no exception costs another entry: a run that fails is applied
         again one entry at a time, and an entry that still fails is quarantined (the store skips
-        it from then on, on every load) instead of stalling the room or being half applied."""
+        it from then on, on every load) instead of stalling the room or being half applied.
+
+        A failure inside pycrdt (a panic, even one raised by an observer as the transaction
+        commits) may leave part of the run in the doc, applied but never relayed: so the doc is
+        first rebuilt from the log, which is the truth, as it was before the run."""
         try:
             self._apply_run(run, origin)
             return
         except BaseException as exc:  # noqa: BLE001 - whatever it is (a pycrdt panic too), the others go on
             if not recoverable(exc):
                 raise
-            log.exception("applying entries %d-%d of %s failed; retrying one by one",
-                          run[0].seq, run[-1].seq, self.doc_id)
+            log.warning("applying entries %d-%d of %s failed (%s: %s); retrying one by one", run[0].seq,
+                        run[-1].seq, self.doc_id, type(exc).__name__, exc, exc_info=not is_panic(exc))
+        if self.applied_seq < run[0].seq:  # it failed while applying
+            self._rebuild(run[0].seq - 1)
         for entry in run:
             if entry.seq <= self.applied_seq:
                 continue  # the failed attempt got this far
@@ -326,10 +391,36 @@ class Room:
             except BaseException as exc:  # noqa: BLE001
                 if not recoverable(exc):
                     raise
-                log.error("entry %d of %s cannot be applied (%s: %s): quarantined",
-                          entry.seq, self.doc_id, type(exc).__name__, exc)
+                log.error("entry %d of %s cannot be applied (%s: %s): quarantined; the room is "
+                          "rebuilt from the log", entry.seq, self.doc_id, type(exc).__name__, exc)
                 self.rooms.store.quarantined[(self.doc_id, entry.seq)] = f"{type(exc).__name__}: {exc}"
+                self._writes.pop(entry.seq, None)
+                self._rebuild(entry.seq)
                 self.applied_seq = entry.seq
+
+    def _check_integrated(self, run: list[LogEntry]) -> None:
+        """Raise ``NotIntegrated`` unless the doc now holds every clock the run's entries write.
+
+        Each passed ``_check_clocks``, so nothing it needs is missing; yet pycrdt drops some
+        hostile structs and integrates later ones past the hole, a state that yjs cannot load.
+        Caught here, the entry is quarantined and the doc rebuilt without it. The decoded state
+        vector is the one the next ``_check_clocks`` needs anyway."""
+        writes = [(entry.seq, w) for entry in run if (w := self._writes.get(entry.seq))]
+        if not writes:
+            return
+        self._doc_clocks = clocks = decode_state_vector(self.doc.get_state())
+        for seq, ranges in writes:
+            for client, _start, end in ranges:
+                if clocks.get(client, 0) < end:
+                    raise NotIntegrated(f"entry {seq} writes clocks of client {client} up to {end}, "
+                                        f"but the doc holds them only up to {clocks.get(client, 0)}")
+            del self._writes[seq]
+
+    def _rebuild(self, upto: int) -> None:
+        """Replace the doc with one rebuilt from the log up to ``upto``, quarantined entries left
+        out. Reads the database on the event loop: it happens only after pycrdt failed."""
+        self._attach(self._build_doc(self.rooms.store.load(self.doc_id, at_seq=upto)))
+        self._inflight.clear()
 
     def _apply_run(self, run: list[LogEntry], origin: Peer | None) -> None:
         """Apply a run in one transaction, relay what it changed, publish ``document.updated``.
@@ -346,6 +437,7 @@ class Room:
             with self.doc.transaction():
                 for entry in run:
                     self.doc.apply_update(entry.data)
+        self._check_integrated(run)
         last = run[-1]
         self.applied_seq = last.seq
         summary = UpdateSummary("", 0)
@@ -379,6 +471,7 @@ class Room:
         """The database refused this update: it was never applied or relayed. The sender's client
         still has it and re-sends it through sync on reconnect, so close that socket."""
         origin = self._origins.pop(entry.seq, None)
+        self._writes.pop(entry.seq, None)
         self._release_presence(max(self.applied_seq, entry.seq))
         self._flush_peers()
         if origin is not None:
