@@ -30,6 +30,8 @@ import websockets
 from pycrdt import Doc, Map, Text
 
 from collab.client import HubClient
+from collab.exceptions import LimitExceeded
+from collab.limits import to_py_within
 
 from .anchors import RelPos, byte_index, item_position, resolve, state_vector, utf16_len
 from .exceptions import HubUnreachable, ModelFailed, RunCancelled, RunLeased, RunRefused
@@ -284,8 +286,10 @@ class Participant:
     # -- reading the document -----------------------------------------------------------------
     def _entry(self, doc: Doc) -> dict[str, Any] | None:
         value = doc.get(AGENT_RUNS, type=Map).get(self.run_id)
-        if isinstance(value, Map):
-            value = value.to_py()
+        try:
+            value = to_py_within(value)
+        except LimitExceeded:
+            return None  # a hostile entry: not a run entry this agent can read
         return value if isinstance(value, dict) else None
 
     def _range(self, doc: Doc) -> tuple[int, int]:

@@ -17,7 +17,8 @@ from pycrdt import Doc, Map
 
 from collab.auth import Identity, Role
 from collab.events import Event
-from collab.exceptions import TinymorphError
+from collab.exceptions import LimitExceeded, TinymorphError
+from collab.limits import to_py_within
 from collab.updates import edit_copy
 
 from .runs import RunStatus
@@ -62,8 +63,13 @@ def human_edit_of_open_room_with(hub: Any, name: str):
 
 
 def plain(value: Any) -> Any:
-    """A map entry as Python data, with JSON's integral numbers back as ints (Y.Map gives floats)."""
-    value = value.to_py() if isinstance(value, Map) else value
+    """A map entry as Python data, with JSON's integral numbers back as ints (Y.Map gives floats);
+    None for shared types nested deeper than any editor makes (read without recursion: a client
+    may write these maps, and pycrdt's own ``to_py`` segfaults on such nesting)."""
+    try:
+        value = to_py_within(value)
+    except LimitExceeded:
+        return None
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):

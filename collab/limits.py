@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
+
+import pycrdt
 
 from .exceptions import LimitExceeded, ProtocolError, UpdateGap
 from .lib0 import Reader
 
-__all__ = ["UpdateLimits", "UpdateShape", "check_update", "clocks_after", "check_json"]
+__all__ = ["UpdateLimits", "UpdateShape", "check_update", "clocks_after", "check_json", "to_py_within"]
 
 GC, DELETED, JSON, BINARY, STRING, EMBED, FORMAT, TYPE, ANY, DOC, SKIP = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 MAX_CLOCK = (1 << 32) - 1  # yrs' clocks are u32
@@ -257,3 +259,28 @@ def check_json(raw: bytes | str, max_depth: int) -> None:
                 raise LimitExceeded(f"JSON nested deeper than {max_depth}")
         elif c in (b"]", b"}"):
             depth -= 1
+
+
+def to_py_within(value: Any, max_depth: int = 64) -> Any:
+    """``value.to_py()`` for a pycrdt Map or Array (any other value as it is), walked here with an
+    explicit stack: pycrdt converts nested shared types recursively and segfaults on ones nested
+    ~50,000 deep. Such nesting goes through parent references and grows over many updates, each
+    within the limits, so no per-update check can see it: whoever reads a map a client may write
+    (requests, suggestions, agent runs) reads it through this. Deeper than ``max_depth``:
+    ``LimitExceeded``."""
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 1)]
+    while stack:
+        item, parent, key, depth = stack.pop()
+        if isinstance(item, (pycrdt.Map, pycrdt.Array)):
+            if depth > max_depth:
+                raise LimitExceeded(f"shared types nested deeper than {max_depth}")
+            children = list(item.items()) if isinstance(item, pycrdt.Map) else list(enumerate(item))
+            out: Any = {} if isinstance(item, pycrdt.Map) else [None] * len(children)
+            stack += [(child, out, k, depth + 1) for k, child in children]
+        elif isinstance(item, pycrdt.Text):
+            out = str(item)
+        else:
+            out = item
+        parent[key] = out
+    return root[0]

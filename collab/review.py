@@ -18,9 +18,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .api import document_identity, read_json
-from .exceptions import InvalidRequest
+from .exceptions import InvalidRequest, LimitExceeded
 from .history import RevertScope, sessions
 from .hub import Hub
+from .limits import to_py_within
 from .store import as_utc, content_text
 
 __all__ = ["routes"]
@@ -104,7 +105,10 @@ def _suggestion_stats(state: bytes | None) -> dict[str, dict[str, int]]:
         doc.apply_update(state)
     stats: dict[str, dict[str, int]] = {}
     for value in doc.get("suggestions", type=pycrdt.Map).values():
-        item = value.to_py() if hasattr(value, "to_py") else value
+        try:
+            item = to_py_within(value)
+        except LimitExceeded:
+            continue  # a hostile entry (shared types nested deeper than any editor makes): not counted
         if not isinstance(item, dict):
             continue
         s = stats.setdefault(str(item.get("agent", "?")), {"accepted": 0, "rejected": 0, "pending": 0})

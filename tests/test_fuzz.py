@@ -15,10 +15,10 @@ import websockets
 from websockets.asyncio.client import connect
 
 from collab.client import HubClient
-from collab.exceptions import ProtocolError, UpdateGap
+from collab.exceptions import LimitExceeded, ProtocolError, UpdateGap
 from collab.fuzz import CONTROL, QUERY_AWARENESS, HostileInput, HubCheck, fuzz_hub, load_in_yjs
 from collab.lib0 import Writer
-from collab.limits import UpdateLimits, check_update, clocks_after
+from collab.limits import UpdateLimits, check_update, clocks_after, to_py_within
 from collab.protocol import sync_update
 from collab.testing import HubProcess
 from collab.updates import decode_state_vector
@@ -168,6 +168,61 @@ def test_an_update_pycrdt_panics_on_is_quarantined_and_the_room_rebuilt(hub):
     assert health["status"] == "running"
     assert any(q["doc_id"] == doc_id for q in health["quarantined"])
     assert "the room is rebuilt from the log" in hub.log()
+
+
+def nested_maps_update(client: int, start: int, n: int, root: str) -> bytes:
+    """``n`` Y.Maps, each the value of key ``k`` of the one before (the first under the root map
+    ``root``, or under the map at ``start - 1``), written with parent references: each update
+    within every structural limit, the nesting as deep as the attacker has patience for."""
+    w = Writer().var_uint(1).var_uint(n).var_uint(client).var_uint(start)
+    for clock in range(start, start + n):
+        if clock == 0:
+            w.u8(7 | 32).var_uint(1).var_string(root)
+        else:
+            w.u8(7 | 32).var_uint(0).var_uint(client).var_uint(clock - 1)
+        w.var_string("k").var_uint(1)  # the map key; content: a YMap
+    return w.var_uint(0).to_bytes()
+
+
+def test_shared_types_nested_deeper_than_any_editor_are_read_without_recursion():
+    """pycrdt's to_py() segfaults on maps nested ~50,000 deep; readers use to_py_within."""
+    doc = pycrdt.Doc()
+    for start in range(0, 60_000, 10_000):
+        doc.apply_update(nested_maps_update(7, start, 10_000, "requests"))
+    with pytest.raises(LimitExceeded, match="nested deeper than 64"):
+        to_py_within(doc.get("requests", type=pycrdt.Map))
+    shallow = pycrdt.Doc()
+    shallow.apply_update(nested_maps_update(7, 0, 5, "requests"))
+    m = shallow.get("requests", type=pycrdt.Map)
+    assert to_py_within(m) == m.to_py() == {"k": {"k": {"k": {"k": {"k": {}}}}}}
+
+
+def test_an_editor_nesting_maps_50000_deep_does_not_kill_the_hub(tmp_path):
+    """Written into the maps the hub reads (``requests``: the agents' trigger; ``suggestions``:
+    the review's statistics), over a few updates: the hub reads past them and stays up."""
+    proc = HubProcess(tmp_path / "hub", env=NO_WORKERS, allow_in_log=[PANIC_STACK]).start()
+    try:
+        doc_id, owner = proc.create_doc("nested")
+        editor = proc.token(doc_id, "editor", "Eve")
+
+        async def go() -> None:
+            async with connect(f"{proc.ws_url}/{doc_id}?token={editor}", max_size=None) as ws:
+                for root, client in (("requests", 7), ("suggestions", 8)):
+                    for start in range(0, 50_000, 10_000):
+                        await send_and_wait(ws, nested_maps_update(client, start, 10_000, root))
+            async with HubClient(proc.ws_url, doc_id, token=owner) as alice:  # a human edit: the trigger runs
+                await alice.synced()
+                alice.text.insert(0, CONTROL)
+                await alice.flush()
+            assert await HubCheck(proc.url, proc.ws_url, [doc_id], CONTROL, JS_DIR)() == []
+
+        asyncio.run(go())
+        status, _body = proc.request("GET", f"/api/docs/{doc_id}/sessions", token=owner)
+        assert status == 200
+        proc.check()
+    finally:
+        assert proc.stop() == 0
+    proc.assert_clean()
 
 
 @pytest.mark.slow
