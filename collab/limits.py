@@ -58,6 +58,8 @@ class UpdateShape:
     #: client -> the clock it must have reached: one past the highest item an origin, right
     #: origin or parent of this update names.
     needs: dict[int, int]
+    #: Whether it holds only what typing makes: strings, deletions, garbage-collected runs.
+    plain: bool = True
 
 
 def check_update(update: bytes, limits: UpdateLimits) -> UpdateShape:
@@ -71,6 +73,7 @@ def check_update(update: bytes, limits: UpdateLimits) -> UpdateShape:
         raise LimitExceeded(f"update names {groups} clients (limit {limits.max_clients})")
     structs = 0
     ranges = []
+    plain = True
     for _ in range(groups):
         n = r.var_uint()
         structs += n
@@ -79,7 +82,10 @@ def check_update(update: bytes, limits: UpdateLimits) -> UpdateShape:
         client = r.var_uint()
         start = clock = r.var_uint()
         for _ in range(n):
-            skip = r.buf[r.pos:r.pos + 1] == SKIP_BYTE  # a gap: what follows is a range of its own
+            info = r.buf[r.pos:r.pos + 1]
+            skip = info == SKIP_BYTE  # a gap: what follows is a range of its own
+            if plain and info and info[0] & 31 not in (GC, DELETED, STRING):
+                plain = False
             if skip and clock > start:
                 ranges.append((client, start, clock))
             clock += _check_struct(r, limits, needs)
@@ -103,7 +109,7 @@ def check_update(update: bytes, limits: UpdateLimits) -> UpdateShape:
                 raise LimitExceeded("deleted range passes 2**32")
     if not r.at_end():
         raise ProtocolError(f"update has {r.remaining} trailing bytes")
-    return UpdateShape(ranges, needs)
+    return UpdateShape(ranges, needs, plain)
 
 
 def clocks_after(shape: UpdateShape, known: Callable[[int], int]) -> dict[int, int]:

@@ -44,7 +44,7 @@ from .protocol import (
     sync_step2,
     sync_update,
 )
-from .store import LoadedDocument, LogEntry, Store
+from .store import LoadedDocument, LogEntry, Store, decodes
 from .updates import EMPTY_UPDATE, UpdateSummary, decode_state_vector, first_client, has_structs, summarize
 
 __all__ = ["Room", "Rooms", "RoomSettings"]
@@ -89,6 +89,9 @@ class Room:
         #: seq -> the clock ranges a client's entry writes, until it is applied and found whole
         #: in the doc (see ``_check_integrated``).
         self._writes: dict[int, list[tuple[int, int, int]]] = {}
+        #: Entries with more than typing makes (maps, embeds, types...): after them the doc's
+        #: whole state is checked to decode (pycrdt encodes some hostile structs unreadably).
+        self._verify: set[int] = set()
 
     def _build_doc(self, loaded: LoadedDocument) -> Doc:
         """A doc holding ``loaded``; if pycrdt panics on the merged state, it is rebuilt entry by
@@ -248,6 +251,8 @@ class Room:
         seq = self.submit(update, ident, origin=peer)
         if shape.ranges:
             self._writes[seq] = shape.ranges
+        if not shape.plain:
+            self._verify.add(seq)
 
     def _check_clocks(self, shape: UpdateShape) -> None:
         """Refuse (``UpdateGap``) an update that builds on changes the hub does not have: clocks
@@ -380,7 +385,8 @@ class Room:
             if not recoverable(exc):
                 raise
             log.warning("applying entries %d-%d of %s failed (%s: %s); retrying one by one", run[0].seq,
-                        run[-1].seq, self.doc_id, type(exc).__name__, exc, exc_info=not is_panic(exc))
+                        run[-1].seq, self.doc_id, type(exc).__name__, exc,
+                        exc_info=not (is_panic(exc) or isinstance(exc, NotIntegrated)))  # those say it all
         if self.applied_seq < run[0].seq:  # it failed while applying
             self._rebuild(run[0].seq - 1)
         for entry in run:
@@ -395,6 +401,7 @@ class Room:
                           "rebuilt from the log", entry.seq, self.doc_id, type(exc).__name__, exc)
                 self.rooms.store.quarantined[(self.doc_id, entry.seq)] = f"{type(exc).__name__}: {exc}"
                 self._writes.pop(entry.seq, None)
+                self._verify.discard(entry.seq)
                 self._rebuild(entry.seq)
                 self.applied_seq = entry.seq
 
@@ -405,6 +412,11 @@ class Room:
         hostile structs and integrates later ones past the hole, a state that yjs cannot load.
         Caught here, the entry is quarantined and the doc rebuilt without it. The decoded state
         vector is the one the next ``_check_clocks`` needs anyway."""
+        verify = [entry.seq for entry in run if entry.seq in self._verify]
+        if verify:
+            if not decodes(self.doc.get_update()):
+                raise NotIntegrated(f"after entries {verify} the doc's state no longer decodes")
+            self._verify.difference_update(verify)
         writes = [(entry.seq, w) for entry in run if (w := self._writes.get(entry.seq))]
         if not writes:
             return
@@ -472,6 +484,7 @@ class Room:
         still has it and re-sends it through sync on reconnect, so close that socket."""
         origin = self._origins.pop(entry.seq, None)
         self._writes.pop(entry.seq, None)
+        self._verify.discard(entry.seq)
         self._release_presence(max(self.applied_seq, entry.seq))
         self._flush_peers()
         if origin is not None:

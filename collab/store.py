@@ -26,7 +26,7 @@ from .exceptions import ProtocolError, recoverable
 from .limits import UpdateLimits, check_update
 from .models import Document, Snapshot, Token, Update, utcnow
 
-__all__ = ["Store", "LogEntry", "LoadedDocument", "content_text", "migrate"]
+__all__ = ["Store", "LogEntry", "LoadedDocument", "content_text", "decodes", "migrate"]
 
 log = logging.getLogger("tinymorph.store")
 
@@ -132,6 +132,17 @@ class _InsertMany:
         except BaseException:
             conn.rollback()
             raise
+
+
+def decodes(state: bytes) -> bool:
+    """Whether a fresh pycrdt doc can apply ``state`` (what a joining client would do)."""
+    try:
+        pycrdt.Doc().apply_update(state)
+    except BaseException as exc:  # noqa: BLE001
+        if not recoverable(exc):
+            raise
+        return False
+    return True
 
 
 class Store:
@@ -387,16 +398,34 @@ class Store:
         return LoadedDocument(state, seq, snapshot_seq, skipped)
 
     def _merge_one_by_one(self, doc_id: str, *groups: list[tuple[int, bytes]]) -> bytes:
-        doc = pycrdt.Doc()
-        for seq, data in (item for group in groups for item in group):
+        """Apply entries one at a time, quarantining any that pycrdt refuses or panics on, and
+        any after which the doc's own state no longer decodes (pycrdt encodes some hostile
+        structs in a way it cannot read back; checked once at the end, then entry by entry)."""
+        entries = [item for group in groups for item in group]
+        doc = self._apply_each(doc_id, entries, verify=False)
+        if decodes(doc.get_update()):
+            return doc.get_update()
+        return self._apply_each(doc_id, entries, verify=True).get_update()
+
+    def _apply_each(self, doc_id: str, entries: list[tuple[int, bytes]], *, verify: bool) -> pycrdt.Doc:
+        doc, kept = pycrdt.Doc(), []
+        for seq, data in entries:
+            if (doc_id, seq) in self.quarantined:
+                continue
             try:
                 doc.apply_update(data)
+                if verify and not decodes(doc.get_update()):
+                    raise ValueError("the document's state no longer decodes after it")
+                kept.append(data)
             except BaseException as exc:  # noqa: BLE001
                 if not recoverable(exc):
                     raise
                 self.quarantined[(doc_id, seq)] = f"{type(exc).__name__}: {exc}"
                 log.warning("quarantined log entry %d of %s: pycrdt refuses it (%s)", seq, doc_id, exc)
-        return doc.get_update()
+                doc = pycrdt.Doc()  # it may be partly in: again without it
+                for good in kept:
+                    doc.apply_update(good)
+        return doc
 
     def _load_without_snapshots(self, doc_id: str, at_seq: int | None) -> LoadedDocument:
         """A snapshot that breaks the limits (taken before they existed): the log is the truth."""
