@@ -38,13 +38,22 @@ class InferenceConfig:
     database_url: str = ""
     #: The workspace texts SAEs are trained on; None: only the model's own writing.
     documents: DocumentSource | None = field(default=None, compare=False, repr=False)
+    #: Largest ``/v1`` request body read (413 past it): bodies are parsed whole, and an embeddings
+    #: ``input`` list is as long as its body. The hub passes its own ``max_body_bytes``.
+    max_body_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if isinstance(self.max_body_bytes, bool) or not isinstance(self.max_body_bytes, int) \
+                or self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be a positive integer, not {self.max_body_bytes!r}")
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'tinymorph.db'}")
 
     @classmethod
     def from_env(cls) -> "InferenceConfig":
-        """The data dir by the hub's rule and ``$TINYMORPH_DB`` (default SQLite in the data dir)."""
-        return cls(data_dir=default_data_dir(), database_url=os.environ.get("TINYMORPH_DB", ""))
+        """The data dir by the hub's rule, ``$TINYMORPH_DB`` (default SQLite in the data dir) and
+        ``$TINYMORPH_MAX_BODY_BYTES``."""
+        limit = os.environ.get("TINYMORPH_MAX_BODY_BYTES", "")
+        return cls(data_dir=default_data_dir(), database_url=os.environ.get("TINYMORPH_DB", ""),
+                   **({"max_body_bytes": int(limit)} if limit else {}))

@@ -18,6 +18,7 @@ __all__ = [
     "LayerOutOfRange",
     "UnsupportedSteering",
     "ContextOverflow",
+    "BodyTooLarge",
     "BackendUnavailable",
     "SAETrainingError",
     "EmptyCorpus",
@@ -29,6 +30,8 @@ class InferenceError(Exception):
     status_code = 500
     error_type = "server_error"
     code: str | None = None
+    #: What a 5xx body says instead of the message (which may name paths or internals: it is logged).
+    public_message = "internal server error"
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -65,6 +68,12 @@ class ContextOverflow(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class BodyTooLarge(InvalidRequest):
+    """A request body over ``InferenceConfig.max_body_bytes``."""
+    status_code = 413
+    code = "body_too_large"
+
+
 class UnknownModel(InferenceError):
     status_code = 404
     error_type = "invalid_request_error"
@@ -94,6 +103,7 @@ class BackendUnavailable(InferenceError):
     status_code = 503
     error_type = "server_error"
     code = "backend_unavailable"
+    public_message = "this backend or model is not available on this server"
 
 
 class SAETrainingError(InferenceError):

@@ -19,8 +19,9 @@ __all__ = ["InferenceExtension", "extension", "config_of"]
 
 def config_of(context: Any) -> InferenceConfig:
     """The inference settings a hub context carries."""
+    limit = getattr(getattr(context, "settings", None), "max_body_bytes", None)
     return InferenceConfig(data_dir=context.data_dir, database_url=context.database_url,
-                           documents=context.documents)
+                           documents=context.documents, **({"max_body_bytes": limit} if limit else {}))
 
 
 class InferenceExtension:

@@ -13,6 +13,7 @@ The app serves the ``Inference`` it is given; ``gguf:NAME`` sources name files i
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import replace
@@ -26,21 +27,43 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from .embeddings import EMBEDDING_MODEL, Embedder
-from .engines.base import Completion, Engine, GenerationRequest, SamplingParams
-from .exceptions import InferenceError, InvalidRequest, InvalidSteering, UnknownModel
+from ._openai_logprobs import chat_logprobs, completion_logprobs
+from .engines.base import (MAX_TOP_LOGPROBS, Completion, Engine, FinishReason, GenerationRequest, SamplingParams,
+                           Usage)
+from .exceptions import BodyTooLarge, InferenceError, InvalidRequest, InvalidSteering, UnknownModel
 from .registry import Inference
 from .steering.spec import SourceKind, SteeringSpec
 
 __all__ = ["create_app"]
 
-
-def _error(exc: InferenceError) -> JSONResponse:
-    return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+log = logging.getLogger("tinymorph.inference.server")
 
 
-async def _body(request: Request) -> dict:
+def _error(exc: InferenceError, request: Request | None = None) -> JSONResponse:
+    if exc.status_code < 500:
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+    # A 5xx message may name paths or internals: it goes to the log, the client gets a request id.
+    request_id = uuid.uuid4().hex[:16]
+    where = f"{request.method} {request.url.path}" if request is not None else ""
+    log.error("request %s %s failed: %s", request_id, where, exc.message)
+    return JSONResponse({"error": {"message": f"{exc.public_message} (request id {request_id})",
+                                   "type": exc.error_type, "param": exc.param, "code": exc.code}},
+                        status_code=exc.status_code, headers={"x-request-id": request_id})
+
+
+async def _body(request: Request, limit: int) -> dict:
+    """The JSON object body, read no further than ``limit`` bytes (413 past it)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the request body of {declared} bytes is over the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the request body is over the {limit}-byte limit")
+        chunks.append(chunk)
     try:
-        body = json.loads(await request.body() or b"null")
+        body = json.loads(b"".join(chunks) or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -64,9 +87,38 @@ def _params(body: dict) -> SamplingParams:
             stop=(stop,) if isinstance(stop, str) else tuple(stop),
             presence_penalty=body.get("presence_penalty") or 0.0,
             frequency_penalty=body.get("frequency_penalty") or 0.0,
+            # vLLM's and llama.cpp's extensions: loop-avoiding samplers
+            **{k: body[k] for k in ("min_p", "repetition_penalty", "dry_multiplier", "dry_base",
+                                    "dry_allowed_length", "penalty_last_n") if body.get(k) is not None},
         )
     except TypeError as exc:
         raise InvalidRequest(f"bad sampling parameters: {exc}") from None
+
+
+def _logprob_options(body: dict, chat: bool) -> tuple[int | None, bool]:
+    """(how many alternatives per token, or None for no logprobs; echo the prompt?) as OpenAI
+    defines them: chat takes ``logprobs`` (a boolean) and ``top_logprobs`` (0..20), completions
+    take ``logprobs`` (0..5 alternatives) and ``echo``."""
+    def integer(name: str, hi: int) -> int | None:
+        v = body.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi):
+            raise InvalidRequest(f"{name} must be an integer in 0..{hi}", param=name)
+        return v
+
+    def boolean(name: str) -> bool:
+        v = body.get(name)
+        if v is not None and not isinstance(v, bool):
+            raise InvalidRequest(f"{name} must be a boolean", param=name)
+        return bool(v)
+
+    if chat:
+        if body.get("echo") is not None:
+            raise InvalidRequest("echo is a completions parameter", param="echo")
+        wanted, top = boolean("logprobs"), integer("top_logprobs", MAX_TOP_LOGPROBS)
+        if top is not None and not wanted:
+            raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+        return ((top or 0) if wanted else None), False
+    return integer("logprobs", 5), boolean("echo")
 
 
 def _request(body: dict, chat: bool, params: SamplingParams | None = None,
@@ -106,6 +158,7 @@ def _confine_gguf(spec: SteeringSpec, vectors_dir: Path | None) -> SteeringSpec:
 def create_app(inference: Inference) -> Starlette:
     """The API app for ``inference``; models load lazily on first request."""
     embedder = Embedder()
+    max_body = inference.config.max_body_bytes
     vectors_dir = inference.config.data_dir / "control_vectors"
 
     def engine_for(body: dict) -> Engine:
@@ -122,10 +175,22 @@ def create_app(inference: Inference) -> Starlette:
         return JSONResponse({"object": "list", "data": data})
 
     async def generate(request: Request, chat: bool):
-        body = await _body(request)
+        body = await _body(request, max_body)
         engine = engine_for(body)
-        req = _request(body, chat, vectors_dir=vectors_dir)
+        top, echo = _logprob_options(body, chat)
+        score_only = echo and body.get("max_tokens") == 0  # OpenAI's way to score a prompt
+        params = replace(_params({**body, "max_tokens": 1} if score_only else body), logprobs=top)
+        req = _request(body, chat, params, vectors_dir=vectors_dir)
         prepared = await run_in_threadpool(engine.prepare, req)  # errors become 4xx here
+        echoed = ""
+        echo_lp = None
+        if echo:
+            echoed = req.prompt or ""
+            if top is not None:
+                ids, lps = await run_in_threadpool(engine.prompt_logprobs, req, top)
+                if ids and not engine.token_bytes(ids[0]):  # a BOS the text does not show
+                    ids, lps = ids[1:], lps[1:]
+                echo_lp = completion_logprobs(lps, ids, engine.token_bytes, top)
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         obj = "chat.completion" if chat else "text_completion"
@@ -138,29 +203,54 @@ def create_app(inference: Inference) -> Starlette:
                 finally:  # client gone or done: free the context now, not at garbage collection
                     await run_in_threadpool(stream.close)
 
+            def chunk_of(choice: dict, usage=None) -> str:
+                chunk = {"id": rid, "object": obj + (".chunk" if chat else ""), "created": created,
+                         "model": engine.name, "choices": [choice]}
+                if usage is not None:
+                    chunk["usage"] = usage.to_dict()
+                return f"data: {json.dumps(chunk)}\n\n"
+
             async def _sse(stream):
-                first = True
+                first, offset = True, len(echoed)
+                if echoed:
+                    yield chunk_of({"index": 0, "text": echoed, "logprobs": echo_lp, "finish_reason": None})
+                if score_only:
+                    yield chunk_of({"index": 0, "text": "", "logprobs": None, "finish_reason": "length"})
+                    yield "data: [DONE]\n\n"
+                    return
                 async for ev in iterate_in_threadpool(stream):
                     if chat:
                         delta = {"role": "assistant", "content": ev.text} if first else {"content": ev.text}
-                        choice = {"index": 0, "delta": delta, "finish_reason": ev.finish_reason}
+                        choice = {"index": 0, "delta": delta, "finish_reason": ev.finish_reason,
+                                  "logprobs": None if top is None else chat_logprobs(ev.logprobs, engine.token_bytes)}
                     else:
-                        choice = {"index": 0, "text": ev.text, "logprobs": None,
-                                  "finish_reason": ev.finish_reason}
+                        choice = {"index": 0, "text": ev.text, "finish_reason": ev.finish_reason,
+                                  "logprobs": None if top is None else completion_logprobs(
+                                      ev.logprobs, ev.token_ids, engine.token_bytes, top, offset)}
+                        offset += len(ev.text)
                     first = False
-                    chunk = {"id": rid, "object": obj + (".chunk" if chat else ""), "created": created,
-                             "model": engine.name, "choices": [choice]}
-                    if ev.usage is not None:
-                        chunk["usage"] = ev.usage.to_dict()
-                    yield f"data: {json.dumps(chunk)}\n\n"
+                    yield chunk_of(choice, ev.usage)
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
-        result = await run_in_threadpool(lambda: _collect(engine, req, prepared))
-        choice = ({"index": 0, "message": {"role": "assistant", "content": result.text},
-                   "finish_reason": result.finish_reason, "logprobs": None} if chat else
-                  {"index": 0, "text": result.text, "finish_reason": result.finish_reason, "logprobs": None})
+        if score_only:
+            result = Completion("", [], FinishReason.LENGTH, Usage(prompt_tokens=len(prepared[0])))
+        else:
+            result = await run_in_threadpool(lambda: engine.generate(req, prepared))
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
+                      "finish_reason": result.finish_reason,
+                      "logprobs": None if top is None else chat_logprobs(result.logprobs, engine.token_bytes)}
+        else:
+            logprobs = None
+            if top is not None:
+                logprobs = completion_logprobs(result.logprobs, result.token_ids, engine.token_bytes, top,
+                                               len(echoed))
+                if echo_lp is not None:
+                    logprobs = {k: echo_lp[k] + logprobs[k] for k in logprobs}
+            choice = {"index": 0, "text": echoed + result.text, "finish_reason": result.finish_reason,
+                      "logprobs": logprobs}
         return JSONResponse({"id": rid, "object": obj, "created": created, "model": engine.name,
                              "choices": [choice], "usage": result.usage.to_dict()})
 
@@ -171,7 +261,7 @@ def create_app(inference: Inference) -> Starlette:
         return await generate(request, chat=True)
 
     async def embeddings(request: Request) -> JSONResponse:
-        body = await _body(request)
+        body = await _body(request, max_body)
         model = body.get("model") or EMBEDDING_MODEL
         if not isinstance(model, str) or model.lower().split("/")[-1] not in (EMBEDDING_MODEL,):
             raise UnknownModel(f"embedding model {model!r} does not exist; use {EMBEDDING_MODEL!r}",
@@ -186,7 +276,7 @@ def create_app(inference: Inference) -> Starlette:
 
     async def steer_compare(request: Request) -> JSONResponse:
         """The same prompt and seed with and without the steering, side by side."""
-        body = await _body(request)
+        body = await _body(request, max_body)
         engine = engine_for(body)
         if not body.get("steering"):
             raise InvalidRequest("steer/compare needs a 'steering' spec", param="steering")
@@ -197,22 +287,26 @@ def create_app(inference: Inference) -> Starlette:
         prepared = [await run_in_threadpool(engine.prepare, r) for r in (steered, default)]
         out = {}
         for key, req, prep in (("steered", steered, prepared[0]), ("default", default, prepared[1])):
-            r = await run_in_threadpool(lambda req=req, prep=prep: _collect(engine, req, prep))
+            r = await run_in_threadpool(lambda req=req, prep=prep: engine.generate(req, prep))
             out[key] = {"text": r.text, "finish_reason": r.finish_reason, "usage": r.usage.to_dict()}
         return JSONResponse({"object": "steer.compare", "model": engine.name, "seed": params.seed,
                              "steering": steered.steering.to_json(), **out})
 
     async def on_inference_error(request: Request, exc: InferenceError) -> JSONResponse:
-        return _error(exc)
+        return _error(exc, request)
 
     async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": {"message": exc.detail, "type": "invalid_request_error",
                                        "param": None, "code": None}}, status_code=exc.status_code)
 
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": {"message": f"internal error: {type(exc).__name__}: {exc}",
-                                       "type": "server_error", "param": None, "code": None}},
-                            status_code=500)
+        # The exception text stays in the log: it can hold paths, document text or internals.
+        request_id = uuid.uuid4().hex[:16]
+        log.error("request %s %s %s crashed", request_id, request.method, request.url.path,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        return JSONResponse({"error": {"message": f"internal server error (request id {request_id})",
+                                       "type": "server_error", "param": None, "code": "internal_error"}},
+                            status_code=500, headers={"x-request-id": request_id})
 
     app = Starlette(
         routes=[Route("/models", models, methods=["GET"]),
@@ -225,12 +319,3 @@ def create_app(inference: Inference) -> Starlette:
     )
     app.state.inference = inference  # where routes added to this app (``sae.api.routes``) look
     return app
-
-
-def _collect(engine: Engine, req: GenerationRequest, prepared: tuple) -> Completion:
-    """Run a whole generation (in a worker thread)."""
-    text, last = [], None
-    for ev in engine.stream(req, prepared):
-        text.append(ev.text)
-        last = ev
-    return Completion("".join(text), [], last.finish_reason, last.usage)

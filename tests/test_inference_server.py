@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import httpx
 import numpy as np
 import openai
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
-from inference.server import create_app
-from inference_support import CHAT, inference
+from inference_support import CHAT, inference, serving
 
 pytestmark = pytest.mark.model  # not in `make test-fast`
 
@@ -28,20 +22,8 @@ def base_url():
     # Warm up outside any HTTP timeout: the first use of a shipped vector converts the model for
     # torch and builds the vector (tens of seconds on a busy 2-core machine).
     inference().library.caa_vectors("formal", inference().model_info())
-    app = Starlette(routes=[Mount("/v1", app=create_app(inference=inference()))])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(10)
+    with serving(inference()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

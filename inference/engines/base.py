@@ -24,11 +24,15 @@ import numpy as np
 from ..exceptions import ContextOverflow, InvalidRequest
 from ..steering.spec import ModelInfo, ResolvedSteering, SteeringSpec, resolve
 from . import _chat
+from ._logprobs import TokenLogprob, logprobs_of
 
 __all__ = [
     "Backend", "FinishReason", "SamplingParams", "GenerationRequest", "Usage", "StreamEvent",
-    "Completion", "Engine", "RunStats", "rng_for",
+    "Completion", "Engine", "RunStats", "rng_for", "TokenLogprob", "MAX_TOP_LOGPROBS",
 ]
+
+#: The most alternatives per token ``logprobs`` may ask for (OpenAI's chat limit is 20).
+MAX_TOP_LOGPROBS = 20
 
 
 class Backend(StrEnum):
@@ -57,16 +61,29 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    #: Drop tokens below this share of the most likely one's probability (after top-p).
+    min_p: float = 0.0
+    #: llama.cpp's/CTRL's: logits of tokens in the last ``penalty_last_n`` (prompt included)
+    #: divided by this when positive, multiplied when negative. 1 is off.
+    repetition_penalty: float = 1.0
+    #: DRY ("don't repeat yourself"): 0 is off; see ``_sampling.dry_penalties``.
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    #: How many recent tokens (prompt, then generated) the repetition penalty and DRY look at.
+    penalty_last_n: int = 64
+    #: None: no log-probabilities; k >= 0: each generated token's, with the k likeliest alternatives.
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
-            (isinstance(self.max_tokens, int) and 1 <= self.max_tokens <= 32768, "max_tokens",
+            (_int(self.max_tokens) and 1 <= self.max_tokens <= 32768, "max_tokens",
              "must be an integer in 1..32768"),
-            (isinstance(self.min_tokens, int) and 0 <= self.min_tokens <= self.max_tokens, "min_tokens",
+            (_int(self.min_tokens) and 0 <= self.min_tokens <= self.max_tokens, "min_tokens",
              "must be an integer in 0..max_tokens"),
             (_finite(self.temperature) and 0 <= self.temperature <= 5, "temperature", "must be in 0..5"),
             (_finite(self.top_p) and 0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
-            (isinstance(self.top_k, int) and self.top_k >= 0, "top_k", "must be >= 0"),
+            (_int(self.top_k) and self.top_k >= 0, "top_k", "must be an integer >= 0"),
             (_finite(self.presence_penalty) and -2 <= self.presence_penalty <= 2, "presence_penalty",
              "must be in -2..2"),
             (_finite(self.frequency_penalty) and -2 <= self.frequency_penalty <= 2,
@@ -76,10 +93,25 @@ class SamplingParams:
              "must be an integer in -2**63..2**63-1"),
             (len(self.stop) <= 4 and all(isinstance(s, str) and s for s in self.stop), "stop",
              "must be up to 4 non-empty strings"),
+            (_finite(self.min_p) and 0 <= self.min_p <= 1, "min_p", "must be in 0..1"),
+            (_finite(self.repetition_penalty) and 0 < self.repetition_penalty <= 10, "repetition_penalty",
+             "must be in (0, 10]"),
+            (_finite(self.dry_multiplier) and 0 <= self.dry_multiplier <= 10, "dry_multiplier", "must be in 0..10"),
+            (_finite(self.dry_base) and 1 <= self.dry_base <= 4, "dry_base", "must be in 1..4"),
+            (_int(self.dry_allowed_length) and 1 <= self.dry_allowed_length <= 64, "dry_allowed_length",
+             "must be an integer in 1..64"),
+            (_int(self.penalty_last_n) and 0 <= self.penalty_last_n <= 4096, "penalty_last_n",
+             "must be an integer in 0..4096"),
+            (self.logprobs is None or (_int(self.logprobs) and 0 <= self.logprobs <= MAX_TOP_LOGPROBS), "logprobs",
+             f"must be an integer in 0..{MAX_TOP_LOGPROBS}"),
         ]
         for ok, name, why in checks:
             if not ok:
                 raise InvalidRequest(f"{name} {why}", param=name)
+
+
+def _int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _finite(x: Any) -> bool:
@@ -130,11 +162,13 @@ class Usage:
 
 @dataclass
 class StreamEvent:
-    """A piece of generated text; the last event carries ``finish_reason`` and ``usage``."""
+    """A piece of generated text; the last event carries ``finish_reason`` and ``usage``.
+    ``logprobs`` (when asked for) line up with ``token_ids``."""
     text: str
     token_ids: list[int] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -143,12 +177,15 @@ class Completion:
     token_ids: list[int]
     finish_reason: FinishReason
     usage: Usage
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
 class RunStats:
     """Filled in by a backend while it runs."""
     cached_tokens: int = 0
+    #: One per sampled token when ``params.logprobs`` is set (``_sampling.sample`` appends).
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 class Engine(ABC):
@@ -245,7 +282,7 @@ class Engine(ABC):
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         eos = self.eos_ids()
         hold = max((len(s) for s in params.stop), default=1) - 1
-        pending, pending_ids = "", []
+        pending, pending_ids, pending_lp = "", [], []
         finish = FinishReason.LENGTH
         gen = self._run(ids, params, steering, stats)
         try:
@@ -258,6 +295,8 @@ class Engine(ABC):
                     break
                 pending += decoder.decode(self.token_bytes(tok))
                 pending_ids.append(tok)
+                if params.logprobs is not None and stats.logprobs:
+                    pending_lp.append(stats.logprobs[usage.completion_tokens - 1])
                 cut = min((i for i in (pending.find(s) for s in params.stop) if i >= 0), default=-1)
                 if cut >= 0:
                     pending, finish = pending[:cut], FinishReason.STOP
@@ -266,23 +305,40 @@ class Engine(ABC):
                     break
                 if len(pending) > hold:
                     emit = len(pending) - hold
-                    yield StreamEvent(pending[:emit], pending_ids)
-                    pending, pending_ids = pending[emit:], []
+                    yield StreamEvent(pending[:emit], pending_ids, logprobs=pending_lp)
+                    pending, pending_ids, pending_lp = pending[emit:], [], []
         finally:
             gen.close()
         if finish is FinishReason.LENGTH:
             pending += decoder.decode(b"", final=True)
         usage.cached_tokens = stats.cached_tokens
         usage.total_ms = (time.perf_counter() - t0) * 1000
-        yield StreamEvent(pending, pending_ids, finish, usage)
+        yield StreamEvent(pending, pending_ids, finish, usage, pending_lp)
 
-    def generate(self, request: GenerationRequest) -> Completion:
-        text, ids, last = [], [], None
-        for ev in self.stream(request):
+    def generate(self, request: GenerationRequest, prepared: tuple | None = None) -> Completion:
+        text, ids, lps, last = [], [], [], None
+        for ev in self.stream(request, prepared):
             text.append(ev.text)
             ids.extend(ev.token_ids)
+            lps.extend(ev.logprobs)
             last = ev
-        return Completion("".join(text), ids, last.finish_reason, last.usage)
+        return Completion("".join(text), ids, last.finish_reason, last.usage, lps)
+
+    def prompt_logprobs(self, request: GenerationRequest, top: int = 0) -> tuple[list[int], list[TokenLogprob | None]]:
+        """The prompt's token ids and each token's log-probability given the ones before it
+        (None for the first, which nothing predicts), steered as the request says: what
+        ``echo`` with ``logprobs`` answers, and how a text's fluency (NLL) is measured."""
+        ids, _params, steering = self.prepare(request)
+        out: list[TokenLogprob | None] = [None]
+        for i, row in enumerate(self._prompt_logits(ids, steering)):
+            if i + 1 < len(ids):
+                out.append(logprobs_of(row, ids[i + 1], top))
+        return ids, out
+
+    def _prompt_logits(self, ids: list[int], steering: ResolvedSteering) -> Iterator[np.ndarray]:
+        """The logits after each of ``ids`` in turn (one row at a time: a whole prompt's would
+        be ``len(ids) * vocab`` floats)."""
+        raise InvalidRequest(f"the {self.backend} backend does not score prompts", param="echo")
 
 
 def rng_for(params: SamplingParams) -> np.random.Generator:

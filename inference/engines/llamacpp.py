@@ -31,6 +31,9 @@ from .base import Backend, Engine, RunStats, SamplingParams, rng_for
 
 __all__ = ["LlamaCppEngine"]
 
+#: Tokens per batch when every position's logits are read (llama.cpp keeps vocab floats for each).
+_SCORE_BATCH = 64
+
 
 @dataclass
 class _Slot:
@@ -89,6 +92,10 @@ class LlamaCppEngine(Engine):
         if not self.model_path.exists():
             raise BackendUnavailable(f"model file {self.model_path} does not exist")
         first = self._new_llama()
+        if not all(hasattr(first, a) for a in ("_ctx", "_batch", "input_ids", "n_tokens")) \
+                or not hasattr(first._batch, "set_batch"):  # pragma: no cover - guards the pin
+            raise BackendUnavailable("this llama-cpp-python lacks the internals tinymorph uses for "
+                                     "prompt scoring; install the pinned version (0.3.36)")
         self._slots.append(_Slot(first))
         self.n_layers = llama_cpp.llama_model_n_layer(first.model)
         self.n_embd = first.n_embd()
@@ -225,9 +232,38 @@ class LlamaCppEngine(Engine):
             while True:
                 logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
                                                shape=(self.n_vocab,))
-                tok = sample(logits, params, rng, generated, self.eos_ids())
+                tok = sample(logits, params, rng, generated, self.eos_ids(), ids, stats.logprobs)
                 generated.append(tok)
                 yield tok
                 llm.eval([tok])
+        finally:
+            self._release(slot)
+
+    def _prompt_logits(self, ids: list[int], steering: ResolvedSteering) -> Iterator[np.ndarray]:
+        """Every position's logits: ``Llama.eval`` keeps only the last row (or, with
+        ``logits_all``, a ``n_ctx * vocab`` buffer per context), so this asks llama.cpp for all
+        outputs of each batch itself, through llama-cpp-python's batch and context wrappers
+        (private in 0.3.36, which pyproject pins; checked in ``_load``). Small batches keep
+        llama.cpp's output buffer small; the cache is not reused, every row is needed."""
+        import llama_cpp
+
+        fp = steering.fingerprint(Scope.ALL)
+        slot = self._acquire(fp, ids)
+        try:
+            llm = slot.llm
+            self._set_cvec(slot, fp, steering.control_vector(self.n_layers, self.n_embd, Scope.ALL))
+            slot.fingerprint, slot.tokens = fp, []
+            llm.n_tokens = 0
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            for batch in _batches(ids, _SCORE_BATCH):
+                n_past = llm.n_tokens
+                llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+                llm._ctx.decode(llm._batch)
+                llm.input_ids[n_past:n_past + len(batch)] = batch
+                llm.n_tokens += len(batch)
+                for j in range(len(batch)):
+                    yield np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, j),
+                                                shape=(self.n_vocab,)).copy()
+            slot.tokens = list(ids)
         finally:
             self._release(slot)

@@ -222,6 +222,16 @@ class TorchEngine(Engine):
                                        use_cache=True).logits[0])
         return torch.cat(rows).float().numpy()[: len(tokens)]
 
+    def _prompt_logits(self, ids: list[int], steering: ResolvedSteering) -> Iterator[np.ndarray]:
+        """Every position's logits, the vocabulary projection taken a few rows at a time."""
+        import torch
+
+        with self.lock, torch.inference_mode(), self.hooks(steering, [False]):
+            hidden = self.model.model(input_ids=torch.tensor([ids]), use_cache=False).last_hidden_state[0]
+            for i in range(0, hidden.shape[0], 64):
+                for row in self.model.lm_head(hidden[i:i + 64]).float().numpy():
+                    yield row
+
     # -- generation -----------------------------------------------------------------------------
     def _run(self, ids: list[int], params: SamplingParams, steering: ResolvedSteering,
              stats: RunStats) -> Iterator[int]:
@@ -235,7 +245,8 @@ class TorchEngine(Engine):
             generating[0] = True  # from here on only generated tokens pass through the hooks
             rng, generated = rng_for(params), []
             while True:
-                tok = sample(out.logits[0, -1].float().numpy(), params, rng, generated, self.eos_ids())
+                tok = sample(out.logits[0, -1].float().numpy(), params, rng, generated, self.eos_ids(), ids,
+                             stats.logprobs)
                 generated.append(tok)
                 yield tok
                 out = self.model(input_ids=torch.tensor([[tok]]), past_key_values=out.past_key_values,

@@ -13,6 +13,9 @@ vLLM has no steering, and a batch mixes requests with different steering specs, 
 vLLM's decoder layers return ``(hidden, residual)`` with the residual stream = hidden + residual
 (it fuses the add into the next norm), so we add our delta to ``hidden``. The model runs eagerly
 (no CUDA graphs / torch.compile): hooks must run on every step.
+
+Sampling is vLLM's own (min-p and the repetition penalty map onto it); DRY is not in vLLM's
+sampler and is left out here, and token log-probabilities are not served by this backend yet.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any, Iterator
 
 from .._modelfiles import model_key
 from ..config import default_data_dir
-from ..exceptions import BackendUnavailable, UnsupportedSteering
+from ..exceptions import BackendUnavailable, InvalidRequest, UnsupportedSteering
 from ..steering.spec import Method, ModelInfo, ResolvedSteering, Scope
 from ._tokens import bytes_decoder, eos_candidates
 from .base import Backend, RunStats, SamplingParams
@@ -205,6 +208,16 @@ class VLLMEngine(TorchEngine):
     def residuals(self, *args, **kwargs):  # activations come from the torch engine
         raise BackendUnavailable("residual activations are exposed by the torch backend")
 
+    def prepare(self, request):
+        ids, params, steering = super().prepare(request)
+        if params.logprobs is not None:
+            raise InvalidRequest("the vllm backend does not return logprobs yet; use llama.cpp or torch",
+                                 param="logprobs")
+        return ids, params, steering
+
+    def _prompt_logits(self, ids, steering):
+        raise InvalidRequest("the vllm backend does not score prompts yet; use llama.cpp or torch", param="echo")
+
     def check_steering(self, steering: ResolvedSteering) -> None:
         seen = set()
         for iv in steering.interventions:
@@ -258,7 +271,8 @@ class VLLMEngine(TorchEngine):
             max_tokens=params.max_tokens, min_tokens=params.min_tokens,
             temperature=params.temperature, top_p=params.top_p,
             top_k=params.top_k, seed=params.seed, presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty, detokenize=False,
+            frequency_penalty=params.frequency_penalty, min_p=params.min_p,
+            repetition_penalty=params.repetition_penalty, detokenize=False,
             output_kind=RequestOutputKind.DELTA, extra_args={_KEY: terms} if terms else None)
         prompt: dict[str, Any] = {"prompt_token_ids": list(ids)}
         salt = steering.fingerprint(Scope.ALL)
