@@ -19,8 +19,10 @@ class AgentsExtension:
 
     def commands(self, subparsers: Any, context: Callable[[], ExtensionContext]) -> None:
         from .cli import register
+        from .writing_eval import register as register_eval
 
         register(subparsers)
+        register_eval(subparsers)
 
     def routes(self, context: ExtensionContext) -> Sequence[BaseRoute]:
         from .routes import routes

@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import websockets
 from pycrdt import Doc, Map, Text
@@ -38,7 +39,7 @@ from .exceptions import HubUnreachable, ModelFailed, RunCancelled, RunLeased, Ru
 from .prompts import Edit, Mode, Task, build_request
 from .runs import RunStatus, RunStore
 
-__all__ = ["Participant", "AGENT_RUNS", "SUGGESTIONS", "light"]
+__all__ = ["Participant", "AGENT_RUNS", "SUGGESTIONS", "light", "compose"]
 
 log = logging.getLogger("tinymorph.agents.participant")
 
@@ -53,40 +54,93 @@ def light(color: str) -> str:
     return color + "33"
 
 
-class _ParagraphCut:
-    """A co-writer writes one paragraph: stop at the first blank line *after* some text.
+#: Where a sentence ends: terminal punctuation (and closing quotes or brackets) before a space.
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)")
+_FINAL_END = re.compile(r"[.!?…]+[\"'”’)\]]*$")
 
-    A plain ``stop=["\\n\\n"]`` ended runs before they began whenever the model opened a new
-    paragraph after a full stop (about a third of the seeds on "…end."); leading blank lines are
-    kept back and written only once text follows them.
+
+class _Cut:
+    """A co-writer writes whole sentences of one paragraph.
+
+    * It stops at the first blank line *after* some text. A plain ``stop=["\\n\\n"]`` ended runs
+      before they began whenever the model opened a new paragraph after a full stop (about a
+      third of the seeds on "…end."); leading blank lines are kept back and written only once
+      text follows them.
+    * Text is released a sentence at a time, and once ``budget`` tokens are out the run ends at
+      the next sentence end (the request allows some tokens more for that). What is left after
+      the last sentence end when generation stops is dropped: half a sentence reads as a
+      glitch. Only when nothing ended a sentence at all is the text kept as it is.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int | None = None) -> None:
         self.buf = ""
         self.sent = 0
         self.done = False
+        self.budget = budget
+        self.tokens = 0
 
-    def feed(self, piece: str) -> str:
+    def feed(self, piece: str, tokens: int = 0) -> str:
         self.buf += piece
+        self.tokens += tokens
         lead = len(self.buf) - len(self.buf.lstrip())
         if lead == len(self.buf):
             return ""  # only whitespace so far: hold it
-        end = self.buf.find("\n\n", lead)
-        if end >= 0:
+        para = self.buf.find("\n\n", lead)
+        if para >= 0:
             self.done = True
-            return self._take(end)
-        return self._take(len(self.buf) - (1 if self.buf.endswith("\n") else 0))
+            end = self._last_end(lead, para, final=True)
+            return self._take(end if end > self.sent else (para if self.sent == 0 else self.sent))
+        end = self._last_end(lead, len(self.buf))
+        if end > self.sent and self.budget is not None and self.tokens >= self.budget:
+            self.done = True
+        return self._take(end)
 
     def flush(self) -> str:
-        """What is held back at the end (not after a cut: the rest is the next paragraph)."""
+        """At the end of generation (not after a cut: the rest is the next paragraph)."""
         if self.done or not self.buf.strip():
             return ""
-        return self._take(len(self.buf.rstrip()))
+        stripped = len(self.buf.rstrip())
+        end = self._last_end(0, stripped, final=True)
+        return self._take(end if end > self.sent else (stripped if self.sent == 0 else self.sent))
+
+    def _last_end(self, lo: int, hi: int, final: bool = False) -> int:
+        """The end of the last sentence within ``buf[lo:hi]`` (``final``: ``hi`` ends the text)."""
+        region = self.buf[lo:hi]
+        if final:
+            m = _FINAL_END.search(region.rstrip())
+            if m:
+                return lo + m.end()
+        ends = [m.end() for m in _SENTENCE_END.finditer(region)]
+        return lo + ends[-1] if ends else 0
 
     def _take(self, upto: int) -> str:
         out = self.buf[self.sent : upto] if upto > self.sent else ""
         self.sent = max(self.sent, upto)
         return out
+
+
+def compose(engine: Any, request: Any, budget: int | None = None,
+            stop: threading.Event | None = None) -> Iterator[str]:
+    """The text a run writes, piece by piece, as it is generated: the engine's stream cut to
+    what a co-writer keeps (``_Cut``; ``budget``: the tokens asked for, the request allowing a
+    few more to finish a sentence). Runs and ``tinymorph eval writing`` both write through this."""
+    stream = engine.stream(request, engine.prepare(request))
+    cut = _Cut(budget)
+    try:
+        for event in stream:
+            if stop is not None and stop.is_set():
+                break
+            if event.text or event.token_ids:
+                out = cut.feed(event.text, len(event.token_ids))
+                if out:
+                    yield out
+                if cut.done:
+                    break
+        rest = cut.flush()
+        if rest:
+            yield rest
+    finally:
+        stream.close()
 
 
 class _Chunker:
@@ -188,7 +242,8 @@ class Participant:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._queue = queue
-        gen = threading.Thread(target=self._generate, args=(request, loop, queue), daemon=True,
+        gen = threading.Thread(target=self._generate, args=(request, int(prompt["max_tokens"]), loop, queue),
+                               daemon=True,
                                name=f"generate-{self.run_id[:8]}")
         gen.start()
         beat = asyncio.ensure_future(self._heartbeat())
@@ -226,7 +281,7 @@ class Participant:
             await asyncio.to_thread(gen.join, 5)
 
     # -- generation (a thread: llama.cpp blocks) ----------------------------------------------
-    def _generate(self, request: Any, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+    def _generate(self, request: Any, budget: int, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
         def put(kind: str, value: Any = None) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
@@ -235,24 +290,8 @@ class Participant:
         except ImportError:  # pragma: no cover
             InferenceError = Exception  # type: ignore[misc,assignment]  # noqa: N806
         try:
-            prepared = self.engine.prepare(request)
-            stream = self.engine.stream(request, prepared)
-            cut = _ParagraphCut()
-            try:
-                for event in stream:
-                    if self._stop.is_set():
-                        break
-                    if event.text:
-                        out = cut.feed(event.text)
-                        if out:
-                            put("text", out)
-                        if cut.done:
-                            break
-                rest = cut.flush()
-                if rest:
-                    put("text", rest)
-            finally:
-                stream.close()
+            for piece in compose(self.engine, request, budget, self._stop):
+                put("text", piece)
             put("end")
         except InferenceError as exc:
             put("error", ModelFailed(f"the model call failed: {getattr(exc, 'message', exc)}"))

@@ -88,13 +88,19 @@ def check_known_vectors(spec: list[dict], database_url: str) -> None:
 
 
 def steering_for_ui(spec: list[dict]) -> list[dict]:
-    """Each term in both spellings: the spec fields plus ``kind``, ``id`` and ``label``."""
+    """Each term in both spellings: the spec fields plus ``kind``, ``id`` and ``label``, and the
+    recommended range and default strength where the inference layer knows them (the agent
+    panel's sliders take theirs from here, nowhere else)."""
+    from inference.steering import guide_for
+
     out = []
     for term in spec:
         source = term.get("source", "inline")
         kind, _, ident = source.partition(":")
         ui_kind = {"caa": "vector", "sae": "feature"}.get(kind, kind)
-        out.append({**term, "kind": ui_kind, "id": ident or source, "label": ident or source})
+        guide = guide_for(source)
+        out.append({**term, "kind": ui_kind, "id": ident or source, "label": ident or source,
+                    **(guide.to_json() if guide else {})})
     return out
 
 
@@ -118,19 +124,28 @@ class Persona:
         return cls(row.id, row.name, row.model, row.prompt, list(row.steering or []), row.color, row.owner_id)
 
 
+def _calibrated(vector: str) -> list[dict]:
+    """A shipped persona's steering at the vector's measured default strength (inference's
+    ``steering/strengths.py``, measured with ``tinymorph eval writing``)."""
+    from inference.steering import CAA_GUIDES
+
+    return [{"source": f"caa:{vector}", "strength": CAA_GUIDES[vector].default, "method": "add", "scope": "all"}]
+
+
 #: The agents every hub starts with (added when missing; edits through the API are kept).
 SHIPPED = [
     Persona("editor", "Editor", prompt="You are a careful editor. Be brief and concrete.",
-            steering=[{"source": "caa:concise", "strength": 0.3, "method": "add", "scope": "all"}],
-            color="#0f766e"),
+            steering=_calibrated("concise"), color="#0f766e"),
     Persona("scribe", "Scribe", prompt="You write in a formal, precise register.",
-            steering=[{"source": "caa:formal", "strength": 0.4, "method": "add", "scope": "all"}],
-            color="#7c3aed"),
+            steering=_calibrated("formal"), color="#7c3aed"),
     Persona("muse", "Muse", prompt="You are an upbeat creative writing partner.",
-            steering=[{"source": "caa:joyful", "strength": 0.4, "method": "add", "scope": "all"}],
-            color="#db2777"),
+            steering=_calibrated("joyful"), color="#db2777"),
     Persona("plain", "Plain", prompt="You are a helpful writing assistant.", steering=[], color="#475569"),
 ]
+
+#: Strengths earlier versions shipped (half the steered runs came out degenerate or off topic): a
+#: shipped persona still holding exactly these is moved to the calibrated ones at startup.
+_UNCALIBRATED = {"editor": ("caa:concise", 0.3), "scribe": ("caa:formal", 0.4), "muse": ("caa:joyful", 0.4)}
 
 
 class PersonaStore:
@@ -140,10 +155,18 @@ class PersonaStore:
 
     def ensure_shipped(self) -> None:
         with self.engine.begin() as conn:
-            have = set(conn.execute(sa.select(AgentRow.id)).scalars())
+            have = {r.id: r for r in conn.execute(sa.select(AgentRow.id, AgentRow.steering, AgentRow.owner_id))}
             rows = [self._row(p) for p in SHIPPED if p.id not in have]
             if rows:
                 conn.execute(sa.insert(AgentRow), rows)
+            for p in SHIPPED:
+                row = have.get(p.id)
+                old = _UNCALIBRATED.get(p.id)
+                terms = list(row.steering or []) if row is not None else []
+                if old and row is not None and row.owner_id is None and len(terms) == 1 \
+                        and (terms[0].get("source"), terms[0].get("strength")) == old:
+                    conn.execute(sa.update(AgentRow).where(AgentRow.id == p.id)
+                                 .values(steering=p.steering, updated_at=utcnow()))
 
     @staticmethod
     def _row(p: Persona) -> dict[str, Any]:

@@ -1,16 +1,16 @@
-"""The participant writes one paragraph: it stops at a blank line only after some text."""
+"""The participant writes whole sentences of one paragraph: it stops at a blank line only after
+some text, releases text a sentence at a time, ends at the first sentence end past its budget,
+and drops a half sentence left when generation stops."""
 
 import pytest
 
-from agents.participant import _ParagraphCut
-
-pytestmark = pytest.mark.model  # not in `make test-fast`
+from agents.participant import _Cut
 
 
-def cut(pieces: list[str]) -> tuple[str, bool]:
-    c, out = _ParagraphCut(), []
+def cut(pieces: list[str], budget: int | None = None) -> tuple[str, bool]:
+    c, out = _Cut(budget), []
     for p in pieces:
-        out.append(c.feed(p))
+        out.append(c.feed(p, 1))  # one token per piece
         if c.done:
             break
     out.append(c.flush())
@@ -18,14 +18,28 @@ def cut(pieces: list[str]) -> tuple[str, bool]:
 
 
 @pytest.mark.parametrize(
-    "pieces, text, done",
+    "pieces, budget, text, done",
     [
-        (["\n", "\n", "The", " cat", ".", "\n", "\n", "Next"], "\n\nThe cat.", True),  # a new paragraph, then a cut
-        ([" It", " was", " late", "."], " It was late.", False),
-        (["\n\n"], "", False),  # nothing but blank lines: nothing written
-        (["a\n", "b\n\nc"], "a\nb", True),  # a single line break is kept, a blank line ends it
-        (["end", "\n"], "end", False),
+        (["\n", "\n", "The", " cat", ".", "\n", "\n", "Next"], None, "\n\nThe cat.", True),  # a new paragraph, then a cut
+        ([" It", " was", " late", "."], None, " It was late.", False),
+        (["\n\n"], None, "", False),  # nothing but blank lines: nothing written
+        (["a\n", "b\n\nc"], None, "a\nb", True),  # no sentence end at all: the paragraph as it is
+        (["end", "\n"], None, "end", False),
+        ([" One.", " Two", " three.", " Four", " five"], None, " One. Two three.", False),  # the half sentence goes
+        ([" One.", " Two", " three.", " Four", " five."], 3, " One. Two three.", True),  # past the budget: next end
+        ([" One", " two.", " Three", "?", " Four"], 1, " One two.", True),
+        ([' He said "go."', " Then", " left"], None, ' He said "go."', False),  # closing quotes stay
+        ([" It cost 3.5", " pounds. And"], None, " It cost 3.5 pounds.", False),  # a decimal point is no end
+        ([" Last one.\n\nNext"], None, " Last one.", True),
     ],
 )
-def test_paragraph_cut(pieces, text, done):
-    assert cut(pieces) == (text, done)
+def test_cut(pieces, budget, text, done):
+    assert cut(pieces, budget) == (text, done)
+
+
+def test_text_is_released_a_sentence_at_a_time():
+    c = _Cut()
+    assert c.feed(" The boats", 2) == ""
+    assert c.feed(" came back.", 2) == ""  # an end needs the space after it (or the end of the text)
+    assert c.feed(" Mara", 1) == " The boats came back."
+    assert c.flush() == ""

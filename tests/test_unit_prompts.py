@@ -10,7 +10,7 @@ import pytest
 from agents_support import migrated_store
 
 from agents import Edit, InvalidTask, Mode, Task
-from agents.prompts import CONTEXT_CHARS, build_prompt, build_request
+from agents.prompts import CONTEXT_CHARS, RUN_SAMPLING, build_prompt, build_request
 from collab import InvalidRequest
 
 PERSONA = "You are a careful editor. Be brief and concrete."
@@ -236,7 +236,9 @@ def test_build_request_from_a_frozen_prompt():
     completion = build_request(build(Task.CONTINUE).to_json(), [])
     assert isinstance(completion, GenerationRequest)
     assert completion.prompt == BEFORE and not completion.messages
-    assert completion.params.max_tokens == 48 and completion.params.min_tokens == 24
+    grace = RUN_SAMPLING.grace_tokens  # the budget is 48; a few more may end the sentence
+    assert completion.params.max_tokens == 48 + grace and completion.params.min_tokens == 24
+    assert completion.params.dry_multiplier > 0 and completion.params.min_p > 0  # the loop-avoiding samplers
     assert completion.params.seed == build(Task.CONTINUE).seed
     chat = build_request(build(Task.REWRITE).to_json(), [])
     assert chat.messages == build(Task.REWRITE).messages and chat.prompt is None
@@ -244,10 +246,11 @@ def test_build_request_from_a_frozen_prompt():
 
 def test_build_request_clamps_the_budget():
     frozen = build(Task.EXPAND).to_json()
+    grace = RUN_SAMPLING.grace_tokens
     r = build_request({**frozen, "max_tokens": 5000, "min_tokens": 4000}, [])
-    assert r.params.max_tokens == 512 and r.params.min_tokens == 512
+    assert r.params.max_tokens == 512 + grace and r.params.min_tokens == 512
     r = build_request({**frozen, "max_tokens": 0, "min_tokens": 0}, [])
-    assert r.params.max_tokens == 1
+    assert r.params.max_tokens == 1 + grace
     r = build_request({k: v for k, v in frozen.items() if k != "min_tokens"}, [])  # frozen before min_tokens
     assert r.params.min_tokens == 0
 

@@ -17,18 +17,21 @@ export const TASKS = [
 const TERMINAL = new Set(['done', 'failed', 'cancelled'])
 const STATUS_TEXT = { queued: '⏳ Queued', running: '⚙ Running', streaming: '✍ Writing…', done: '✓ Done', failed: '✕ Failed', cancelled: '⊘ Cancelled' }
 
-/** Normalise a steering entry from the API into {id, label, kind, strength, min, max, recommended}. */
+/** Normalise a steering entry from the API into {id, label, kind, strength, min, max, recommended}.
+ * The recommended range and default strength come from the backend only (`recommended`,
+ * `default_strength` on persona terms and feature search results: inference/steering/strengths.py);
+ * a term without them gets no band and no warning, never a range made up here. */
 export function steeringItem (raw, kind = 'vector') {
   if (typeof raw === 'string') raw = { id: raw }
   const rec = Array.isArray(raw.recommended) ? raw.recommended
-    : raw.recommended ? [raw.recommended.min, raw.recommended.max]
-      : Array.isArray(raw.range) ? raw.range : [kind === 'feature' ? 2 : 0.5, kind === 'feature' ? 8 : 2]
-  const bound = Math.max(Math.abs(rec[0]), Math.abs(rec[1])) * 2 || 10
+    : raw.recommended ? [raw.recommended.min, raw.recommended.max] : null
+  const strength = raw.strength ?? raw.default_strength ?? (rec ? (rec[0] + rec[1]) / 2 : 0)
+  const bound = Math.max(...(rec || []).map(Math.abs), Math.abs(strength), 0.5) * 2
   return {
     id: String(raw.id ?? raw.name ?? raw.index),
     label: raw.label || raw.description || raw.name || String(raw.id),
     kind: raw.kind || kind,
-    strength: raw.strength ?? (rec[0] + rec[1]) / 2,
+    strength,
     min: raw.min ?? -bound,
     max: raw.max ?? bound,
     recommended: rec,
@@ -105,17 +108,22 @@ export function agentPanel ({ docId, token, session, canWrite, getSelection }) {
   function renderSteering () {
     setChildren(steerList, chosen.length ? chosen.map((s) => {
       const id = nextId('strength')
-      const [lo, hi] = s.recommended
+      const [lo, hi] = s.recommended || [null, null]
       const out = h('output', { for: id, class: 'strength-value' })
       const hint = h('span', { class: 'strength-hint' })
-      const slider = h('input', { id, type: 'range', min: s.min, max: s.max, step: 0.1, value: s.strength, 'aria-describedby': `${id}-rec` })
+      const slider = h('input', { id, type: 'range', min: s.min, max: s.max, step: 0.05, value: s.strength, 'aria-describedby': `${id}-rec` })
       const paint = () => {
         s.strength = Number(slider.value)
-        out.textContent = s.strength.toFixed(1)
+        out.textContent = s.strength.toFixed(2)
+        if (!s.recommended) {
+          hint.textContent = ''
+          slider.setAttribute('aria-valuetext', s.strength.toFixed(2))
+          return
+        }
         const ok = s.strength >= Math.min(lo, hi) && s.strength <= Math.max(lo, hi)
         hint.textContent = ok ? '✓ in the recommended range' : '⚠ outside the recommended range'
         hint.className = `strength-hint ${ok ? 'ok' : 'warn'}`
-        slider.setAttribute('aria-valuetext', `${s.strength.toFixed(1)}, ${ok ? 'recommended' : 'outside the recommended range'}`)
+        slider.setAttribute('aria-valuetext', `${s.strength.toFixed(2)}, ${ok ? 'recommended' : 'outside the recommended range'}`)
         // the recommended band, drawn on the track
         const pct = (v) => (100 * (v - s.min)) / (s.max - s.min)
         slider.style.setProperty('--rec-from', `${pct(Math.min(lo, hi))}%`)
@@ -126,7 +134,8 @@ export function agentPanel ({ docId, token, session, canWrite, getSelection }) {
       return h('li', { class: 'steer-item' },
         h('div', { class: 'row' }, h('label', { for: id }, s.kind === 'feature' ? '🔬 ' : '🧭 ', s.label), out,
           h('button', { type: 'button', class: 'btn btn-small btn-ghost', 'aria-label': `Remove ${s.label}`, onclick: () => { chosen = chosen.filter((c) => c !== s); renderSteering() } }, '✕')),
-        slider, h('p', { id: `${id}-rec`, class: 'muted small' }, `Recommended ${lo} to ${hi}. `, hint))
+        slider, h('p', { id: `${id}-rec`, class: 'muted small' },
+          s.recommended ? `Recommended ${lo} to ${hi}. ` : 'No recommended range for this term. ', hint))
     }) : h('li', { class: 'muted' }, 'No steering: the persona’s default voice.'))
   }
   const steeringPayload = () => chosen.map((s) => ({ kind: s.kind, id: s.id, strength: s.strength }))

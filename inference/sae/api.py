@@ -1,7 +1,7 @@
 """``/api/sae/...`` for the frontend: list SAEs, search features by text, feature cards, plots.
 
     GET /api/sae                              SAEs in the catalog (with their eval metrics)
-    GET /api/sae/features?q=&sae=&limit=      {features: [{id, label, recommended: [lo, hi]}]}
+    GET /api/sae/features?q=&sae=&limit=      {features: [{id, label, recommended: [lo, hi], default_strength}]}
     GET /api/sae/{sae_id}/features/{n}        a feature card (label, examples, range, scores)
     GET /api/sae/{sae_id}/eval                eval.json and steering_eval.json, as written
     GET /api/sae/{sae_id}/plots/{name}.png    density.png, steering_eval.png
@@ -23,6 +23,7 @@ from starlette.routing import Route
 from ..config import InferenceConfig
 from ..exceptions import InferenceError, InvalidRequest, UnknownSAE
 from ..registry import Inference
+from ..steering.strengths import sae_guide
 from .catalog import SAECatalog
 
 __all__ = ["routes"]
@@ -68,9 +69,9 @@ def _search(inf, q: str, sae: str | None, limit: int) -> list[dict]:
         index = FeatureIndex(inf, sid)
         for j, score in (index.search(q, limit) if q else [(f["feature"], 0.0) for f in index.data["features"]
                                                             if f["max_activation"] > 0][:limit]):
-            t = inf.saes.feature_info(sid, j, info).typical_strength
+            guide = sae_guide(inf.saes.feature_info(sid, j, info).typical_strength)
             hits.append({"id": f"{sid}#{j}", "label": index.feature(j)["label"], "score": round(score, 4),
-                         "recommended": [round(t, 3), round(2 * t, 3)]})
+                         **guide.to_json()})
     return sorted(hits, key=lambda h: -h["score"])[:limit]
 
 

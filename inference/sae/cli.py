@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from ..config import InferenceConfig
+from ..evalcli import eval_subcommands
 from ..registry import Inference
 
 __all__ = ["register"]
@@ -56,9 +57,8 @@ def register(subparsers: argparse._SubParsersAction,
     d.add_argument("--strength", type=float, default=0.5)
     d.set_defaults(func=_decompose)
 
-    ev = subparsers.add_parser("eval", help="evaluations")
-    ev.set_defaults(inference_config=config)
-    esub = ev.add_subparsers(dest="eval_command", required=True)
+    esub = eval_subcommands(subparsers)
+    subparsers.choices["eval"].set_defaults(inference_config=config)
     s = esub.add_parser("steering", help="prompting vs SAE steering: concept score and fluency")
     s.add_argument("sae_id")
     s.add_argument("--concept", action="append", help="NAME=description (repeatable)")

@@ -24,7 +24,14 @@ export function steeringText (steering) {
   if (!steering) return ''
   if (typeof steering === 'string') return steering
   const items = Array.isArray(steering) ? steering : Object.entries(steering).map(([id, strength]) => ({ id, strength }))
-  return items.map((s) => `${s.label || s.name || s.id}${s.strength != null ? ` ${s.strength > 0 ? '+' : ''}${s.strength}` : ''}`).join(', ')
+  return items.map((s) => `${steeringName(s)}${s.strength != null ? ` ${s.strength > 0 ? '+' : ''}${s.strength}` : ''}`).join(', ')
+}
+
+/** A term's name in either spelling: the panel's {id, label} or the backend's spec {source: "caa:formal"}. */
+export function steeringName (s) {
+  if (s.label || s.name || s.id) return String(s.label || s.name || s.id)
+  if (typeof s.source === 'string') return s.source.includes(':') ? s.source.slice(s.source.indexOf(':') + 1) : s.source
+  return 'steering'
 }
 
 /** Author key for colouring: same person → same colour; agents differ by steering too. */
