@@ -7,7 +7,7 @@ from collab.exceptions import InvalidRequest, TinymorphError
 
 __all__ = ["AgentError", "UnknownAgent", "UnknownRun", "InvalidTask", "InvalidAnchor", "InvalidSteeringSpec",
            "InvalidPersona", "RunNotCancellable", "HubUnreachable", "RunRefused", "RunCancelled", "RunLeased",
-           "ModelFailed", "PersonaReadOnly"]
+           "ModelFailed", "PersonaReadOnly", "InvalidVectorRequest", "UnknownVectorName", "VectorBusy"]
 
 
 class AgentError(TinymorphError):
@@ -72,3 +72,17 @@ class RunLeased(AgentError):
 class ModelFailed(AgentError):
     """The model call failed; the run is marked failed with this reason, never retried."""
     http_status = 502
+
+
+class InvalidVectorRequest(InvalidRequest, AgentError):
+    """A vector request with a bad name, pairs (empty, one-sided, too long, too many) or layers."""
+
+
+class UnknownVectorName(AgentError):
+    """No vector and no build of it by that name."""
+    http_status = 404
+
+
+class VectorBusy(AgentError):
+    """A build of that name is running, or the name is a shipped vector's."""
+    http_status = 409

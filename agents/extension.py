@@ -26,8 +26,9 @@ class AgentsExtension:
 
     def routes(self, context: ExtensionContext) -> Sequence[BaseRoute]:
         from .routes import routes
+        from .vectors import routes as vector_routes
 
-        return routes
+        return [*routes, *vector_routes]
 
     async def startup(self, context: ExtensionContext) -> None:
         from .service import AgentService

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from collab.models import Base, utcnow
 
-__all__ = ["AgentRow", "RunRow", "GraphNode", "GraphEdge", "TABLES"]
+__all__ = ["AgentRow", "RunRow", "GraphNode", "GraphEdge", "VectorJobRow", "TABLES"]
 
 
 class AgentRow(Base):
@@ -101,4 +101,24 @@ class GraphEdge(Base):
 
 
 #: The tables this package's migrations own.
-TABLES = frozenset({AgentRow.__tablename__, RunRow.__tablename__, GraphNode.__tablename__, GraphEdge.__tablename__})
+class VectorJobRow(Base):
+    """A steering vector a writer asked for over REST, built by a worker (``agents/vectors.py``):
+    its request, its state and progress. The vector itself goes to the inference layer's library."""
+
+    __tablename__ = "vector_jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    #: Pairs built so far over pairs in all (0..1).
+    progress: Mapped[float] = mapped_column(default=0.0)
+    pairs: Mapped[list] = mapped_column(JSON, default=list)
+    layers: Mapped[list] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    requested_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+TABLES = frozenset({AgentRow.__tablename__, RunRow.__tablename__, GraphNode.__tablename__, GraphEdge.__tablename__,
+                    VectorJobRow.__tablename__})

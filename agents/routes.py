@@ -32,14 +32,14 @@ from .service import AgentService
 __all__ = ["routes"]
 
 
-def _service(request: Request) -> AgentService:
+def service_of(request: Request) -> AgentService:
     service = getattr(request.app.state, "agents", None)  # set by the extension's startup
     if service is None:
         raise Unavailable("agents are not running on this hub")
     return service
 
 
-async def _account(request: Request, *, write: bool = False) -> Identity:
+async def account(request: Request, *, write: bool = False) -> Identity:
     hub = request.app.state.hub
     ident = await asyncio.to_thread(hub.auth.for_account, bearer(request))
     if write and ident.role in (Role.VIEWER, Role.AGENT):
@@ -48,22 +48,22 @@ async def _account(request: Request, *, write: bool = False) -> Identity:
 
 
 async def list_agents(request: Request) -> Response:
-    service = _service(request)
-    await _account(request)
+    service = service_of(request)
+    await account(request)
     personas = await asyncio.to_thread(service.personas.list)
     return JSONResponse({"agents": [p.to_json() for p in personas]})
 
 
 async def create_agent(request: Request) -> Response:
-    service = _service(request)
-    ident = await _account(request, write=True)
+    service = service_of(request)
+    ident = await account(request, write=True)
     persona = await asyncio.to_thread(service.personas.create, await read_json(request), _owner(request, ident))
     return JSONResponse(persona.to_json(), status_code=201)
 
 
 async def patch_agent(request: Request) -> Response:
-    service = _service(request)
-    ident = await _account(request, write=True)
+    service = service_of(request)
+    ident = await account(request, write=True)
     persona = await asyncio.to_thread(service.personas.patch, request.path_params["agent_id"],
                                       await read_json(request), _owner(request, ident))
     return JSONResponse(persona.to_json())
@@ -76,7 +76,7 @@ def _owner(request: Request, ident: Identity) -> str | None:
 
 
 async def create_run(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     ident, row = await document_identity(request, write=True)
     if ident.role is Role.AGENT:
         raise PermissionDenied("agents cannot start runs")
@@ -85,28 +85,28 @@ async def create_run(request: Request) -> Response:
 
 
 async def list_runs(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     _ident, row = await document_identity(request)
     runs = await asyncio.to_thread(service.runs.list, row["id"])
     return JSONResponse({"runs": [run_json(r) for r in runs]})
 
 
 async def get_run(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     _ident, row = await document_identity(request)
     run = await asyncio.to_thread(service.runs.get, request.path_params["run_id"], row["id"])
     return JSONResponse(run_json(run))
 
 
 async def cancel_run(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     _ident, row = await document_identity(request, write=True)
     run = await asyncio.to_thread(service.runs.cancel, request.path_params["run_id"], row["id"])
     return JSONResponse(run_json(run), status_code=202 if run["status"] not in ("cancelled",) else 200)
 
 
 async def graph(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     _ident, row = await document_identity(request)
     at = request.query_params.get("at")
     return JSONResponse(await service.graph(row["id"], at))
@@ -114,7 +114,7 @@ async def graph(request: Request) -> Response:
 
 async def search(request: Request) -> Response:
     """Similar paragraphs across every document the caller may read."""
-    service = _service(request)
+    service = service_of(request)
     query = request.query_params.get("q", "").strip()
     if not query:
         raise InvalidRequest("q is required")

@@ -22,11 +22,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from collab.config import Settings
 
-from .exceptions import HubUnreachable, ModelFailed, RunCancelled, RunLeased, RunRefused
+from .exceptions import HubUnreachable, InvalidVectorRequest, ModelFailed, RunCancelled, RunLeased, RunRefused
 from .runs import ClaimOutcome, RunStatus, RunStore
 
 __all__ = ["run_agent", "rebuild_graph", "search_graph", "register", "TASK_OPTIONS", "RUN_TASK", "GRAPH_TASK",
-           "SEARCH_TASK", "Resources", "resources", "hub_ws_url"]
+           "SEARCH_TASK", "Resources", "resources", "hub_ws_url", "build_vector"]
 
 log = logging.getLogger("tinymorph.agents.tasks")
 
@@ -129,8 +129,11 @@ GRAPH_OPTIONS: dict[str, Any] = dict(bind=True, shared=False, acks_late=True, so
 
 
 def register(app: Any) -> Any:
+    from .vector_jobs import VECTOR_OPTIONS, VECTOR_TASK
+
     app.task(name=GRAPH_TASK, **GRAPH_OPTIONS)(rebuild_graph)
     app.task(name=SEARCH_TASK, **GRAPH_OPTIONS)(search_graph)
+    app.task(name=VECTOR_TASK, **VECTOR_OPTIONS)(build_vector)
     return app.task(**TASK_OPTIONS)(run_agent)
 
 
@@ -203,3 +206,35 @@ def _release(res: Resources, run_id: str, owner: str) -> None:
     with res.store.engine.begin() as conn:
         conn.execute(sa.update(RunRow).where(RunRow.id == run_id, RunRow.lease_owner == owner)
                      .values(lease_owner=None, heartbeat_at=None))
+
+
+def build_vector(self, job_id: str) -> dict[str, Any]:
+    """(Celery task ``tinymorph.vectors.build``.) Build the job's vector with the reference engine,
+    reporting progress per pair; any failure marks the job failed with its reason."""
+    from inference import InferenceError
+
+    from .vector_jobs import JobStatus, VectorJobs
+
+    res = resources(self.app)
+    jobs = VectorJobs(res.store.engine)
+    job = jobs.get(job_id)
+    if job is None or job["status"] != JobStatus.BUILDING:
+        return {"job_id": job_id, "outcome": "nothing to do"}
+    try:
+        inference = res.inference
+        info = inference.torch_engine().info
+        layers = job["layers"] or [info.n_layers // 3]
+        if max(layers) >= info.n_layers:
+            raise InvalidVectorRequest(f"layers: this model has layers 1-{info.n_layers - 1}")
+        inference.library.build(job["name"], info, [tuple(p) for p in job["pairs"]], layers,
+                                source=f"rest:{job['requested_by']}",
+                                on_pair=lambda done, total: jobs.update(job_id, progress=done / total))
+    except (InferenceError, InvalidVectorRequest) as exc:
+        jobs.update(job_id, status=str(JobStatus.FAILED), error=str(exc))
+        return {"job_id": job_id, "status": "failed", "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - any failure still ends the job with a reason
+        log.exception("vector job %s failed", job_id)
+        jobs.update(job_id, status=str(JobStatus.FAILED), error=f"{type(exc).__name__}: {exc}")
+        return {"job_id": job_id, "status": "failed", "error": str(exc)}
+    jobs.update(job_id, status=str(JobStatus.READY), progress=1.0, layers=layers)
+    return {"job_id": job_id, "status": "ready", "layers": layers}

@@ -35,13 +35,16 @@ __all__ = ["StoredVector", "VectorLibrary", "build_caa", "shipped_vectors"]
 
 def build_caa(residuals: Callable[[list[str], Sequence[int]], list[dict[int, np.ndarray]]],
               pairs: Sequence[tuple[str, str]], layers: Sequence[int],
-              progress: bool = True) -> dict[int, np.ndarray]:
-    """Mean over pairs of (mean positive activation - mean negative activation) at each layer."""
+              progress: bool = True, on_pair: Callable[[int, int], None] | None = None) -> dict[int, np.ndarray]:
+    """Mean over pairs of (mean positive activation - mean negative activation) at each layer.
+    ``on_pair(done, total)`` after each pair (a REST build reports its progress through it)."""
     total = {layer: 0.0 for layer in layers}
     for i, (pos, neg) in enumerate(pairs):
         a_pos, a_neg = residuals([pos, neg], layers)
         for layer in layers:
             total[layer] = total[layer] + a_pos[layer][1:].mean(0) - a_neg[layer][1:].mean(0)
+        if on_pair is not None:
+            on_pair(i + 1, len(pairs))
         if progress:
             print(f"\r[tinymorph] CAA pairs {i + 1}/{len(pairs)}", end="", file=sys.stderr, flush=True)
     if progress:
@@ -130,7 +133,8 @@ class VectorLibrary:
 
     # -- building -------------------------------------------------------------------------------
     def build(self, name: str, model: ModelInfo, pairs: Sequence[tuple[str, str]],
-              layers: Sequence[int], source: str = "") -> list[StoredVector]:
+              layers: Sequence[int], source: str = "",
+              on_pair: Callable[[int, int], None] | None = None) -> list[StoredVector]:
         if self._residuals is None:
             raise UnknownVector("building vectors needs the torch engine")
         if not pairs or any(len(p) != 2 or not all(isinstance(x, str) and x for x in p) for p in pairs):
@@ -138,7 +142,7 @@ class VectorLibrary:
         for layer in layers:
             if not 0 <= layer < model.n_layers:
                 raise InvalidSteering(f"layer {layer} out of range 0..{model.n_layers - 1}")
-        vectors = build_caa(self._residuals(model), pairs, list(layers))
+        vectors = build_caa(self._residuals(model), pairs, list(layers), on_pair=on_pair)
         prov = {"method": "caa", "pairs": len(pairs), "source": source, "layers": list(layers),
                 "skip_first_token": True,
                 "relative_norm": {str(k): round(float(np.linalg.norm(v)) / model.layer_norms[k], 4)

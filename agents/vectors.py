@@ -1,0 +1,129 @@
+"""Steering vectors a writer makes from examples, over REST; built by a worker, not the hub.
+
+    POST   /api/vectors               {name, pairs: [[positive, negative], ...], layers?} → 202 {status: building}
+    GET    /api/vectors               every vector: shipped, built here, building or failed
+    GET    /api/vectors/{name}        {status, progress, layers, default_strength, recommended, provenance, ...}
+    DELETE /api/vectors/{name}
+    GET    /api/vectors/{name}/gguf   a llama.cpp control vector (``--control-vector``)
+
+A build is a job row (``VectorJobRow``) and a Celery task (``tinymorph.vectors.build``): the
+worker loads the reference (torch) engine, runs each pair through the model (CAA, the inference
+layer's ``VectorLibrary.build``), reports progress per pair and stores the vector in the
+library, where ``{"source": "caa:NAME"}`` finds it on ``/v1``, in runs and personas.
+Strength guidance comes from the one place the API, personas and panel share
+(``inference.steering.guide_for``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collab.api import read_json
+
+from .exceptions import UnknownVectorName, VectorBusy
+from .routes import account, service_of
+from .vector_jobs import VECTOR_TASK, JobStatus, VectorJobs, VectorRequest, vector_json
+
+__all__ = ["routes"]
+
+
+def _library(request: Request):
+    """The inference layer's vector library over the hub's database (rows only: no model)."""
+    from inference.steering import VectorLibrary
+
+    library = getattr(request.app.state, "vector_library", None)
+    if library is None:
+        library = request.app.state.vector_library = VectorLibrary(request.app.state.hub.settings.database_url)
+    return library
+
+
+def _jobs(service) -> VectorJobs:
+    return VectorJobs(service.hub.store.engine)
+
+
+def _shipped() -> set[str]:
+    from inference.steering.vectors import shipped_vectors
+
+    return set(shipped_vectors())
+
+
+async def _one(request: Request, name: str) -> dict[str, Any]:
+    service = service_of(request)
+    job = (await asyncio.to_thread(_jobs(service).latest)).get(name)
+    stored = await asyncio.to_thread(_library(request).list)
+    mine = [s for s in stored if s.name == name]
+    if job is None and not mine and name not in _shipped():
+        raise UnknownVectorName(f"no vector named {name!r}")
+    return vector_json(name, job, mine, name in _shipped())
+
+
+async def create_vector(request: Request) -> Response:
+    service = service_of(request)
+    ident = await account(request, write=True)
+    req = VectorRequest.from_json(await read_json(request))
+    if req.name in _shipped():
+        raise VectorBusy(f"{req.name!r} is a shipped vector; choose another name")
+    job = await asyncio.to_thread(_jobs(service).create, req, ident.user_id)
+    await asyncio.to_thread(service.celery.send_task, VECTOR_TASK, args=[job["id"]])
+    return JSONResponse(vector_json(req.name, job, [], False), status_code=202)
+
+
+async def list_vectors(request: Request) -> Response:
+    service = service_of(request)
+    await account(request)
+    jobs = await asyncio.to_thread(_jobs(service).latest)
+    stored = await asyncio.to_thread(_library(request).list)
+    names = sorted(set(jobs) | {s.name for s in stored} | _shipped())
+    return JSONResponse({"vectors": [vector_json(n, jobs.get(n), [s for s in stored if s.name == n], n in _shipped())
+                                     for n in names]})
+
+
+async def get_vector(request: Request) -> Response:
+    await account(request)
+    return JSONResponse(await _one(request, request.path_params["name"]))
+
+
+async def delete_vector(request: Request) -> Response:
+    service = service_of(request)
+    await account(request, write=True)
+    name = request.path_params["name"]
+    if name in _shipped():
+        raise VectorBusy(f"{name!r} is a shipped vector")
+    current = await _one(request, name)
+    if current["status"] == JobStatus.BUILDING:
+        raise VectorBusy(f"vector {name!r} is being built; delete it when the build ends")
+    library = _library(request)
+    removed = sum([await asyncio.to_thread(library.delete, name, model) for model in current["models"]])
+    await asyncio.to_thread(_jobs(service).delete, name)
+    return JSONResponse({"deleted": name, "layers_removed": removed})
+
+
+async def export_gguf(request: Request) -> Response:
+    await account(request)
+    name = request.path_params["name"]
+    current = await _one(request, name)
+    if current["status"] != JobStatus.READY or not current["models"]:
+        raise UnknownVectorName(f"vector {name!r} is not built yet (shipped ones are built on first use)")
+    model = request.query_params.get("model") or current["models"][0]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.gguf"
+        await asyncio.to_thread(_library(request).export_gguf, name, model, path)
+        data = path.read_bytes()
+    return Response(data, media_type="application/octet-stream",
+                    headers={"content-disposition": f'attachment; filename="{name}.gguf"'})
+
+
+routes = [
+    Route("/api/vectors", create_vector, methods=["POST"]),
+    Route("/api/vectors", list_vectors, methods=["GET"]),
+    Route("/api/vectors/{name}", get_vector, methods=["GET"]),
+    Route("/api/vectors/{name}", delete_vector, methods=["DELETE"]),
+    Route("/api/vectors/{name}/gguf", export_gguf, methods=["GET"]),
+]

@@ -1,0 +1,120 @@
+"""Steering vectors over REST (issue 16, requirement 3): a writer posts example pairs, a worker
+builds the vector with the real model while the API reports progress, and the vector steers
+generation by name; bad requests get a clear 400, and the vector exports as a llama.cpp file."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gguf import GGUFReader
+
+from agents.exceptions import InvalidVectorRequest
+from agents.vector_jobs import MAX_PAIRS, MAX_TEXT_CHARS, VectorRequest
+from collab.testing import HubProcess
+
+PAIRS = [["What a glorious, sunlit morning; everything hums with delight!", "What a grey, heavy morning; nothing matters."],
+         ["I laughed all the way home, the world felt kind.", "I trudged home; the world felt cold and empty."],
+         ["The garden burst with colour and birdsong.", "The garden lay bare and silent."]]
+
+
+@pytest.mark.parametrize("body, says", [
+    ({"pairs": PAIRS}, "name"),
+    ({"name": "a b", "pairs": PAIRS}, "name"),
+    ({"name": "x", "pairs": []}, "non-empty"),
+    ({"name": "x", "pairs": [["only one side"]]}, "pairs[0]"),
+    ({"name": "x", "pairs": [["positive", "   "]]}, "one-sided"),
+    ({"name": "x", "pairs": [["same", "same"]]}, "same text"),
+    ({"name": "x", "pairs": [["x" * (MAX_TEXT_CHARS + 1), "y"]]}, "at most"),
+    ({"name": "x", "pairs": [["a", "b"]] * (MAX_PAIRS + 1)}, "at most"),
+    ({"name": "x", "pairs": [["a", "b"]], "layers": [True]}, "layers"),
+    ({"name": "x", "pairs": [["a", "b"]], "layers": [0]}, "layers"),
+])
+def test_bad_requests_say_what_is_wrong(body, says):
+    with pytest.raises(InvalidVectorRequest, match=says.replace("[", "\\[").replace("]", "\\]")):
+        VectorRequest.from_json(body)
+
+
+def test_a_good_request_is_cleaned():
+    req = VectorRequest.from_json({"name": "cheer-up", "pairs": [[" happy ", "sad"]], "layers": [12, 8, 8]})
+    assert req.pairs == [("happy", "sad")] and req.layers == [8, 12]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    proc = HubProcess(tmp_path_factory.mktemp("vectors") / "hub", auth_mode="tokens",
+                      env={"TINYMORPH_GRAPH_ENABLED": "false"}).start()
+    proc.user_token = proc.issue_token("alice", "Alice")
+    yield proc
+    assert proc.stop() == 0
+    proc.assert_clean()
+
+
+def test_routes_need_a_token_and_bad_pairs_get_400(hub):
+    doc_id, owner = hub.create_doc("vectors", token=hub.user_token)
+    assert hub.request("GET", "/api/vectors")[0] == 401
+    status, body = hub.request("POST", "/api/vectors", {"name": "x", "pairs": [["one side", ""]]}, owner)
+    assert status == 400 and "one-sided" in body["error"]["message"]
+    status, body = hub.request("POST", "/api/vectors", {"name": "joyful", "pairs": PAIRS}, owner)
+    assert status == 409  # a shipped vector's name
+    viewer = hub.token(doc_id, "viewer", "Vic")
+    assert hub.request("POST", "/api/vectors", {"name": "mine", "pairs": PAIRS}, viewer)[0] == 403
+    assert hub.request("GET", "/api/vectors/nope", None, owner)[0] == 404
+
+
+@pytest.mark.model
+def test_a_vector_from_examples_builds_in_a_worker_and_steers_by_name(hub, tmp_path):
+    doc_id, owner = hub.create_doc("vectors", token=hub.user_token)
+    status, first = hub.request("POST", "/api/vectors", {"name": "sunny", "pairs": PAIRS, "layers": [10]}, owner)
+    assert status == 202 and first["status"] == "building", first
+    assert hub.request("POST", "/api/vectors", {"name": "sunny", "pairs": PAIRS}, owner)[0] == 409  # one build at a time
+    seen, deadline = [], time.monotonic() + 240
+    while time.monotonic() < deadline:
+        status, now = hub.request("GET", "/api/vectors/sunny", None, owner)
+        assert status == 200, now
+        seen.append((now["status"], now["progress"]))
+        if now["status"] != "building":
+            break
+        time.sleep(0.5)
+    assert now["status"] == "ready", (now, seen)
+    assert now["layers"] == [10] and now["progress"] == 1.0
+    assert now["provenance"]["pairs"] == 3 and now["provenance"]["method"] == "caa"
+    lo, hi = now["recommended"]
+    assert 0 < lo <= now["default_strength"] <= hi  # strength guidance served with it
+    assert [p for _, p in seen] == sorted(p for _, p in seen)  # progress only goes up
+    listed = {v["name"]: v for v in hub.request("GET", "/api/vectors", None, owner)[1]["vectors"]}
+    assert listed["sunny"]["status"] == "ready" and listed["joyful"]["shipped"] is True
+
+    # By name, without a strength: the served default applies (same text with it spelled out).
+    def complete(steering):
+        status, out = hub.request("POST", "/v1/completions", {
+            "prompt": "The weather today", "max_tokens": 12, "temperature": 0, "steering": steering}, owner)
+        assert status == 200, out
+        return out["choices"][0]["text"]
+
+    implicit = complete([{"source": "caa:sunny"}])
+    explicit = complete([{"source": "caa:sunny", "strength": now["default_strength"]}])
+    assert implicit == explicit
+    assert complete([{"source": "caa:sunny", "strength": 4 * hi}]) != complete([])  # it does steer
+
+    status, data = _get_bytes(hub, "/api/vectors/sunny/gguf", owner)
+    assert status == 200
+    path = tmp_path / "sunny.gguf"
+    path.write_bytes(data)
+    names = [t.name for t in GGUFReader(path).tensors]
+    assert len(names) == 1 and names[0].startswith("direction.")
+
+    assert hub.request("DELETE", "/api/vectors/sunny", None, owner)[0] == 200
+    assert hub.request("GET", "/api/vectors/sunny", None, owner)[0] == 404
+
+
+def _get_bytes(hub: HubProcess, path: str, token: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(hub.url + path, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
