@@ -16,6 +16,7 @@ documents (found by the fuzzer). No editor gets near it: a clock counts one clie
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -29,6 +30,7 @@ __all__ = ["UpdateLimits", "UpdateShape", "check_update", "clocks_after", "check
 
 GC, DELETED, JSON, BINARY, STRING, EMBED, FORMAT, TYPE, ANY, DOC, SKIP = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 MAX_CLOCK = (1 << 32) - 1  # yrs' clocks are u32
+MAX_TYPE_REF = 6  # yjs' shared types: Array, Map, Text, XmlElement, XmlFragment, XmlHook, XmlText
 SKIP_BYTE = bytes([SKIP])  # a Skip struct's info byte carries no flags
 
 
@@ -171,17 +173,20 @@ def _check_struct(r: Reader, limits: UpdateLimits, needs: dict[int, int]) -> int
     if kind == JSON:
         n = r.var_uint()
         for _ in range(n):
-            check_json(r.take(_length(r, limits)), limits.max_depth)
+            _content_json(r.take(_length(r, limits)), limits, undefined_ok=True)
         return n
     if kind == BINARY:
         _string(r, limits)
     elif kind == EMBED:
-        check_json(r.take(_length(r, limits)), limits.max_depth)
+        _content_json(r.take(_length(r, limits)), limits)
     elif kind == FORMAT:
         _string(r, limits)
-        check_json(r.take(_length(r, limits)), limits.max_depth)
+        _content_json(r.take(_length(r, limits)), limits)
     elif kind == TYPE:
-        if r.var_uint() in (3, 5):  # XmlElement, XmlHook: a name
+        ref = r.var_uint()
+        if ref > MAX_TYPE_REF:  # yrs also knows weak links (7) and more; yjs cannot read them
+            raise ProtocolError(f"shared type {ref} is not one yjs knows (0-{MAX_TYPE_REF})")
+        if ref in (3, 5):  # XmlElement, XmlHook: a name
             _string(r, limits)
     elif kind == ANY:
         n = r.var_uint()
@@ -236,6 +241,23 @@ def _check_any(r: Reader, limits: UpdateLimits) -> None:
 
 
 _JSON_STRUCTURE = re.compile(rb'[\[\]{}"\\]')
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _content_json(raw: bytes, limits: UpdateLimits, undefined_ok: bool = False) -> None:
+    """JSON inside an update (embeds, formats, JSON content): yjs ``JSON.parse``s it while it reads
+    the update, so text a browser cannot parse (NaN too) would make the document unloadable
+    for every browser. Depth first (``json`` recurses), then well-formedness."""
+    check_json(raw, limits.max_depth)
+    if undefined_ok and raw == b"undefined":
+        return
+    try:
+        json.loads(raw, parse_constant=_no_constant)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise ProtocolError(f"update content is not JSON a browser can parse: {exc}") from None
 
 
 def check_json(raw: bytes | str, max_depth: int) -> None:
