@@ -226,9 +226,12 @@ def build_vector(self, job_id: str) -> dict[str, Any]:
         layers = job["layers"] or [info.n_layers // 3]
         if max(layers) >= info.n_layers:
             raise InvalidVectorRequest(f"layers: this model has layers 1-{info.n_layers - 1}")
-        inference.library.build(job["name"], info, [tuple(p) for p in job["pairs"]], layers,
-                                source=f"rest:{job['requested_by']}",
-                                on_pair=lambda done, total: jobs.update(job_id, progress=done / total))
+        pairs, share = [tuple(p) for p in job["pairs"]], 1.0
+        if job.get("voice"):  # first the pairs (half the progress), then the vector
+            pairs, share = _voice_pairs(res, job["voice"], lambda done: jobs.update(job_id, progress=done / 2)), 0.5
+        inference.library.build(job["name"], info, pairs, layers,
+                                source=f"voice:{job['voice']['author_id']}" if job.get("voice") else f"rest:{job['requested_by']}",
+                                on_pair=lambda done, total: jobs.update(job_id, progress=1 - share + share * done / total))
     except (InferenceError, InvalidVectorRequest) as exc:
         jobs.update(job_id, status=str(JobStatus.FAILED), error=str(exc))
         return {"job_id": job_id, "status": "failed", "error": str(exc)}
@@ -238,3 +241,31 @@ def build_vector(self, job_id: str) -> dict[str, Any]:
         return {"job_id": job_id, "status": "failed", "error": str(exc)}
     jobs.update(job_id, status=str(JobStatus.READY), progress=1.0, layers=layers)
     return {"job_id": job_id, "status": "ready", "layers": layers}
+
+
+#: How the model is asked for its own version of a writer's paragraph: the "not your voice" side.
+REWRITE_PROMPT = "Rewrite this paragraph in your own words. Keep what it says.\n\n"
+
+
+def _voice_pairs(res: Resources, voice: dict[str, Any], progress: Any) -> list[tuple[str, str]]:
+    """(writer's paragraph, the model's rewrite of it) for each paragraph the writer wrote in the
+    documents: what differs between the two is the voice, not the content."""
+    from collab.history import History
+    from inference import GenerationRequest, SamplingParams
+
+    from .vector_jobs import VOICE_MIN_PARAGRAPHS, voice_paragraphs
+
+    paragraphs = voice_paragraphs(History(res.store), voice["doc_ids"], voice["author_id"])
+    if len(paragraphs) < VOICE_MIN_PARAGRAPHS:
+        raise InvalidVectorRequest(f"voice: {len(paragraphs)} paragraphs written by {voice['author_id']} in these "
+                                   f"documents; at least {VOICE_MIN_PARAGRAPHS} are needed")
+    engine, pairs = res.engine(""), []
+    for i, paragraph in enumerate(paragraphs):
+        out = engine.generate(GenerationRequest(
+            messages=[{"role": "user", "content": REWRITE_PROMPT + paragraph}],
+            params=SamplingParams(max_tokens=min(256, len(paragraph) // 3 + 32), repetition_penalty=1.1, seed=i)))
+        rewrite = out.text.strip()
+        if rewrite and rewrite != paragraph:
+            pairs.append((paragraph, rewrite))
+        progress((i + 1) / len(paragraphs))
+    return pairs

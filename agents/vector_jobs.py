@@ -18,14 +18,17 @@ from collab.models import utcnow
 from .exceptions import InvalidVectorRequest, VectorBusy
 from .models import VectorJobRow
 
-__all__ = ["JobStatus", "VectorRequest", "VectorJobs", "vector_json", "VECTOR_TASK", "VECTOR_OPTIONS", "MAX_PAIRS",
-           "MAX_TEXT_CHARS"]
+__all__ = ["JobStatus", "Voice", "VectorRequest", "VectorJobs", "vector_json", "voice_paragraphs", "VECTOR_TASK",
+           "VECTOR_OPTIONS", "MAX_PAIRS", "MAX_TEXT_CHARS", "VOICE_MIN_PARAGRAPHS"]
 
 VECTOR_TASK = "tinymorph.vectors.build"
 #: A build reads every pair through the model once: minutes at most on a CPU for the bundled one.
 VECTOR_OPTIONS: dict[str, Any] = dict(bind=True, shared=False, acks_late=True, soft_time_limit=900, time_limit=960)
 
 MAX_PAIRS = 64
+MAX_VOICE_DOCS = 20
+#: Paragraphs shorter than this say little about a voice; ones mostly by others are not yours.
+VOICE_MIN_CHARS, VOICE_MIN_SHARE, VOICE_MIN_PARAGRAPHS = 40, 0.8, 3
 MAX_TEXT_CHARS = 2000
 MAX_LAYERS = 8
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -38,11 +41,26 @@ class JobStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class Voice:
+    """"In my voice": a writer's own paragraphs in these documents, found through the log's
+    attribution, each against the model's rewrite of the same content (``voice_pairs``)."""
+
+    doc_ids: list[str]
+    #: Whose writing; None: the caller's.
+    author_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"doc_ids": self.doc_ids, "author_id": self.author_id}
+
+
+@dataclass(frozen=True)
 class VectorRequest:
     name: str
+    #: The examples: given, or (``voice``) made by the worker.
     pairs: list[tuple[str, str]]
     #: None: the model's default layer (a third of the way up), chosen by the worker.
     layers: list[int] | None
+    voice: Voice | None = None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "VectorRequest":
@@ -50,7 +68,20 @@ class VectorRequest:
         name = body.get("name")
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidVectorRequest("name: 1-64 letters, digits, '_', '-' or '.'")
-        pairs = body.get("pairs")
+        if ("pairs" in body) == ("voice" in body):
+            raise InvalidVectorRequest("give either pairs (your examples) or voice (your writing), not both")
+        voice = None
+        if "voice" in body:
+            v = body["voice"]
+            doc_ids = v.get("doc_ids") if isinstance(v, dict) else None
+            if (not isinstance(doc_ids, list) or not 1 <= len(doc_ids) <= MAX_VOICE_DOCS
+                    or not all(isinstance(d, str) and 0 < len(d) <= 64 for d in doc_ids)):
+                raise InvalidVectorRequest(f"voice.doc_ids: a list of 1-{MAX_VOICE_DOCS} document ids")
+            author = v.get("author_id")
+            if author is not None and (not isinstance(author, str) or not 0 < len(author) <= 200):
+                raise InvalidVectorRequest("voice.author_id: a user id")
+            voice = Voice(sorted(set(doc_ids)), author)
+        pairs = body.get("pairs") if voice is None else [["-", "+"]]  # checked below only when given
         if not isinstance(pairs, list) or not pairs:
             raise InvalidVectorRequest("pairs: a non-empty list of [positive, negative] examples")
         if len(pairs) > MAX_PAIRS:
@@ -73,7 +104,7 @@ class VectorRequest:
                     or not all(type(x) is int and x >= 1 for x in layers)):
                 raise InvalidVectorRequest(f"layers: a list of 1-{MAX_LAYERS} layer numbers (integers >= 1)")
             layers = sorted(set(layers))
-        return cls(name, clean, layers)
+        return cls(name, [] if voice else clean, layers, voice)
 
 
 class VectorJobs:
@@ -90,6 +121,7 @@ class VectorJobs:
                 raise VectorBusy(f"vector {req.name!r} is already being built")
             row = {"id": uuid.uuid4().hex, "name": req.name, "status": str(JobStatus.BUILDING), "progress": 0.0,
                    "pairs": [list(p) for p in req.pairs], "layers": req.layers or [], "error": None,
+                   "voice": req.voice.to_json() if req.voice else None,
                    "requested_by": requested_by, "created_at": utcnow(), "updated_at": utcnow()}
             conn.execute(sa.insert(VectorJobRow), row)
         return row
@@ -128,9 +160,30 @@ def vector_json(name: str, job: dict[str, Any] | None, stored: list[Any], shippe
         "layers": sorted({s.layer for s in stored}) or (job or {}).get("layers") or [],
         "models": sorted({s.model_key for s in stored}),
         "provenance": stored[0].provenance if stored else ({"method": "caa", "pairs": len(job["pairs"]),
+                                                            "voice": job.get("voice"),
                                                             "requested_by": job["requested_by"]} if job else {}),
         **guide_for(f"caa:{name}").to_json(),
     }
     if job is not None and job.get("error"):
         out["error"] = job["error"]
     return out
+
+
+def voice_paragraphs(history: Any, doc_ids: list[str], author_id: str) -> list[str]:
+    """The paragraphs of these documents (as they read now) that ``author_id`` wrote: at least
+    ``VOICE_MIN_SHARE`` of their characters are theirs by the log's attribution."""
+    found = []
+    for doc_id in doc_ids:
+        with history.at(doc_id) as replay:
+            chars = [(c, span["author_id"]) for span in replay.blame() for c in span["text"]]
+        paragraph: list[tuple[str, str]] = []
+        for ch, who in [*chars, ("\n", "")]:
+            if ch != "\n":
+                paragraph.append((ch, who))
+                continue
+            text = "".join(c for c, _ in paragraph).strip()
+            mine = sum(1 for _, w in paragraph if w == author_id)
+            if len(text) >= VOICE_MIN_CHARS and mine >= VOICE_MIN_SHARE * len(paragraph):
+                found.append(text[:MAX_TEXT_CHARS])
+            paragraph = []
+    return found[:MAX_PAIRS]

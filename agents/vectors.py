@@ -1,6 +1,7 @@
 """Steering vectors a writer makes from examples, over REST; built by a worker, not the hub.
 
-    POST   /api/vectors               {name, pairs: [[positive, negative], ...], layers?} → 202 {status: building}
+    POST   /api/vectors               {name, pairs: [[positive, negative], ...] or voice: {doc_ids, author_id?},
+                                       layers?} → 202 {status: building}
     GET    /api/vectors               every vector: shipped, built here, building or failed
     GET    /api/vectors/{name}        {status, progress, layers, default_strength, recommended, provenance, ...}
     DELETE /api/vectors/{name}
@@ -9,7 +10,9 @@
 A build is a job row (``VectorJobRow``) and a Celery task (``tinymorph.vectors.build``): the
 worker loads the reference (torch) engine, runs each pair through the model (CAA, the inference
 layer's ``VectorLibrary.build``), reports progress per pair and stores the vector in the
-library, where ``{"source": "caa:NAME"}`` finds it on ``/v1``, in runs and personas.
+library, where ``{"source": "caa:NAME"}`` finds it on ``/v1``, in runs and personas. "In my voice"
+(``voice``) makes the pairs from the writer's own paragraphs, found through the log's attribution,
+each against the model's rewrite of it (``tasks._voice_pairs``).
 Strength guidance comes from the one place the API, personas and panel share
 (``inference.steering.guide_for``).
 """
@@ -17,6 +20,7 @@ Strength guidance comes from the one place the API, personas and panel share
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collab.api import read_json
+from collab.api import bearer, read_json
+from collab.exceptions import UnknownDocument
 
 from .exceptions import UnknownVectorName, VectorBusy
 from .routes import account, service_of
@@ -70,6 +75,13 @@ async def create_vector(request: Request) -> Response:
     req = VectorRequest.from_json(await read_json(request))
     if req.name in _shipped():
         raise VectorBusy(f"{req.name!r} is a shipped vector; choose another name")
+    if req.voice is not None:  # only writing the caller may read, by default the caller's own
+        hub, token = request.app.state.hub, bearer(request)
+        for doc_id in req.voice.doc_ids:
+            await asyncio.to_thread(hub.auth.for_document, token, doc_id)
+            if await asyncio.to_thread(hub.store.get_document, doc_id) is None:
+                raise UnknownDocument(f"unknown document {doc_id!r}")
+        req = dataclasses.replace(req, voice=dataclasses.replace(req.voice, author_id=req.voice.author_id or ident.user_id))
     job = await asyncio.to_thread(_jobs(service).create, req, ident.user_id)
     await asyncio.to_thread(service.celery.send_task, VECTOR_TASK, args=[job["id"]])
     return JSONResponse(vector_json(req.name, job, [], False), status_code=202)

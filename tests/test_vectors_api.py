@@ -29,6 +29,9 @@ PAIRS = [["What a glorious, sunlit morning; everything hums with delight!", "Wha
     ({"name": "x", "pairs": [["a", "b"]] * (MAX_PAIRS + 1)}, "at most"),
     ({"name": "x", "pairs": [["a", "b"]], "layers": [True]}, "layers"),
     ({"name": "x", "pairs": [["a", "b"]], "layers": [0]}, "layers"),
+    ({"name": "x", "pairs": [["a", "b"]], "voice": {"doc_ids": ["d"]}}, "not both"),
+    ({"name": "x", "voice": {"doc_ids": []}}, "voice.doc_ids"),
+    ({"name": "x", "voice": {"doc_ids": ["d"], "author_id": 7}}, "voice.author_id"),
 ])
 def test_bad_requests_say_what_is_wrong(body, says):
     with pytest.raises(InvalidVectorRequest, match=says.replace("[", "\\[").replace("]", "\\]")):
@@ -118,3 +121,43 @@ def _get_bytes(hub: HubProcess, path: str, token: str) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+VOICE = ["Rain again. The gutters talk all night, and I lie awake listening to them argue about nothing.",
+         "My grandmother kept her buttons in a biscuit tin. Nobody ever sewed with them. They were for counting.",
+         "The bus was late, so I walked. Walking, I noticed the bakery had changed its sign, badly.",
+         "Some mornings the sea is a sheet of tin; some mornings it is a dog that will not settle."]
+
+
+@pytest.mark.model
+def test_in_my_voice_builds_from_the_writers_own_paragraphs(hub):
+    import asyncio
+
+    from collab.client import HubClient
+
+    doc_id, owner = hub.create_doc("voice", token=hub.user_token)
+    other = hub.token(doc_id, "editor", "Bob")
+
+    async def write() -> None:
+        async with HubClient(hub.ws_url, doc_id, token=owner) as alice:
+            await alice.synced()
+            alice.text.insert(0, "\n\n".join(VOICE))
+            await alice.flush()
+        async with HubClient(hub.ws_url, doc_id, token=other) as bob:  # not Alice's: left out
+            await bob.synced()
+            bob.text.insert(len(bob.text), "\n\nBob writes a paragraph of his own here, long enough to count.")
+            await bob.flush()
+
+    asyncio.run(write())
+    stranger = hub.issue_token("mallory", "Mallory")
+    status, body = hub.request("POST", "/api/vectors", {"name": "theirs", "voice": {"doc_ids": [doc_id]}}, stranger)
+    assert status == 403, body  # only writing the caller may read
+    status, body = hub.request("POST", "/api/vectors", {"name": "mine", "voice": {"doc_ids": [doc_id]}}, owner)
+    assert status == 202, body
+    deadline = time.monotonic() + 300
+    while (now := hub.request("GET", "/api/vectors/mine", None, owner)[1])["status"] == "building":
+        assert time.monotonic() < deadline, now
+        time.sleep(1)
+    assert now["status"] == "ready", now
+    assert now["provenance"]["pairs"] == len(VOICE)  # Alice's four paragraphs, not Bob's
+    assert now["provenance"]["source"] == "voice:alice"

@@ -21,6 +21,7 @@ def upgrade() -> None:
         sa.Column('progress', sa.Float(), nullable=False),
         sa.Column('pairs', sa.JSON(), nullable=False),
         sa.Column('layers', sa.JSON(), nullable=False),
+        sa.Column('voice', sa.JSON(), nullable=True),
         sa.Column('error', sa.Text(), nullable=True),
         sa.Column('requested_by', sa.String(length=200), nullable=False),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
