@@ -66,17 +66,19 @@ class _Cut:
       before they began whenever the model opened a new paragraph after a full stop (about a
       third of the seeds on "…end."); leading blank lines are kept back and written only once
       text follows them.
+    * A paragraph break before ``min_tokens`` is a space: the paragraph goes on.
     * Text is released a sentence at a time, and once ``budget`` tokens are out the run ends at
       the next sentence end (the request allows some tokens more for that). What is left after
       the last sentence end when generation stops is dropped: half a sentence reads as a
       glitch. Only when nothing ended a sentence at all is the text kept as it is.
     """
 
-    def __init__(self, budget: int | None = None) -> None:
+    def __init__(self, budget: int | None = None, min_tokens: int = 0) -> None:
         self.buf = ""
         self.sent = 0
         self.done = False
         self.budget = budget
+        self.min_tokens = min_tokens
         self.tokens = 0
 
     def feed(self, piece: str, tokens: int = 0) -> str:
@@ -86,6 +88,14 @@ class _Cut:
         if lead == len(self.buf):
             return ""  # only whitespace so far: hold it
         para = self.buf.find("\n\n", lead)
+        while para >= 0 and self.tokens < self.min_tokens:
+            # a paragraph break before the run's minimum length: one sentence is no continuation
+            # ("She walked up to the ship's bridge."), so the paragraph goes on
+            end = para
+            while end < len(self.buf) and self.buf[end] == "\n":
+                end += 1
+            self.buf = self.buf[:para] + " " + self.buf[end:]
+            para = self.buf.find("\n\n", lead)
         if para >= 0:
             self.done = True
             end = self._last_end(lead, para, final=True)
@@ -125,7 +135,7 @@ def compose(engine: Any, request: Any, budget: int | None = None,
     what a co-writer keeps (``_Cut``; ``budget``: the tokens asked for, the request allowing a
     few more to finish a sentence). Runs and ``tinymorph eval writing`` both write through this."""
     stream = engine.stream(request, engine.prepare(request))
-    cut = _Cut(budget)
+    cut = _Cut(budget, request.params.min_tokens)
     try:
         for event in stream:
             if stop is not None and stop.is_set():

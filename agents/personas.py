@@ -52,7 +52,7 @@ def normalize_steering(raw: Any) -> list[dict]:
             source = f"sae:{ident}"
         else:
             raise InvalidSteeringSpec(f"steering[{i}].kind must be 'vector' or 'feature', not {kind!r}")
-        terms.append({"source": source, "strength": term.get("strength", 1.0),
+        terms.append({"source": source,  # no strength: the source's calibrated default (inference)
                       **{k: v for k, v in term.items() if k in _SPEC_FIELDS - {"source"}}})
     try:
         spec = SteeringSpec.from_json(terms)

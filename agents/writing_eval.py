@@ -172,7 +172,7 @@ def continue_opening(engine: Any, persona: Any, opening: Opening, seed: int) -> 
     run_id = f"eval-{persona.id}-{opening.id}-{seed}"
     prompt = build_prompt(Task.CONTINUE, persona.prompt, opening.opening, "", {"seed": seed}, run_id)
     request = build_request(prompt.to_json(), persona.steering)
-    return "".join(compose(engine, request)).strip()
+    return "".join(compose(engine, request, prompt.max_tokens)).strip()
 
 
 def fluency_nll(engine: Any, opening: str, text: str) -> float | None:

@@ -37,6 +37,15 @@ def test_cut(pieces, budget, text, done):
     assert cut(pieces, budget) == (text, done)
 
 
+def test_a_paragraph_break_before_the_minimum_length_is_a_space():
+    c, out = _Cut(budget=10, min_tokens=4), []
+    for piece in [" She left.", "\n\n", "The", " sea was grey.", "\n\n", "Next."]:
+        out.append(c.feed(piece, 1))
+        if c.done:
+            break
+    assert "".join(out) + c.flush() == " She left. The sea was grey." and c.done
+
+
 def test_text_is_released_a_sentence_at_a_time():
     c = _Cut()
     assert c.feed(" The boats", 2) == ""

@@ -590,6 +590,12 @@ def test_keyboard_labels_and_unavailable_agents(web, pages):
     assert alice.eval("() => [...document.querySelectorAll('.agents input[type=radio]')].map((r) => r.value)") == [
         "continue", "rewrite", "margin_notes", "expand", "contract", "define", "suggest", "direct"]
     assert alice.eval(ACCESSIBLE_NAMES) == []
+    # the default persona's slider: the range the backend serves (inference/steering/strengths.py)
+    from inference.steering import CAA_GUIDES
+
+    guide = CAA_GUIDES["concise"]
+    rec = alice.eval("() => document.querySelector('.steer-item .small')?.textContent || ''")
+    assert f"Recommended {guide.low:g} to {guide.high:g}" in rec and "✓ in the recommended range" in rec, rec
     alice.screenshot("agents-panel")
 
     # a hub without the agents extension (no agents API, no graph): the panel says so plainly

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..exceptions import InvalidSteering, LayerOutOfRange
 from .gguf import confine, read_control_vector
+from .strengths import guide_for
 
 __all__ = [
     "Method", "Scope", "SourceKind", "Source", "SteeringTerm", "SteeringSpec", "ModelInfo",
@@ -129,7 +130,10 @@ class SteeringTerm:
         if unknown:
             raise InvalidSteering(f"{where}: unknown field(s) {sorted(unknown)}", param=where)
         source = Source.parse(obj.get("source", "inline" if "vector" in obj else ""), obj.get("vector"))
-        strength = obj.get("strength", 1.0)
+        strength = obj.get("strength")
+        if strength is None:  # the source's measured default (steering/strengths.py); 1 where none is known
+            guide = guide_for(str(source))
+            strength = guide.default if guide is not None else 1.0
         if isinstance(strength, bool) or not isinstance(strength, (int, float)):
             raise InvalidSteering(f"{where}.strength must be a number", param="strength")
         strength = float(strength)
