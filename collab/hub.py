@@ -94,8 +94,8 @@ class Hub:
                 limits=self.settings.update_limits(),
                 awareness_max_clients=self.settings.awareness_max_clients,
             ),
+            cluster=self.cluster,
         )
-        self.rooms.cluster = self.cluster
         if self.cluster is not None:
             await self.cluster.start()
         self.journal.start()

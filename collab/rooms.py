@@ -26,12 +26,13 @@ from .exceptions import (
     ProtocolError,
     UnknownDocument,
     UpdateDecodeError,
+    UpdateGap,
     is_panic,
     recoverable,
 )
 from .journal import Journal
 from .limits import UpdateLimits, UpdateShape, check_update, clocks_after
-from .peers import Peer
+from .peers import Peer, PeerState
 from .protocol import (
     Message,
     MessageType,
@@ -50,6 +51,11 @@ from .updates import EMPTY_UPDATE, UpdateSummary, decode_state_vector, first_cli
 __all__ = ["Room", "Rooms", "RoomSettings"]
 
 log = logging.getLogger("tinymorph.rooms")
+
+#: How long an update that builds on changes the hub lacks may wait for them, and how many of
+#: one sender's updates may wait behind it (see ``Room._hold``).
+GAP_HOLD_S = 3.0
+GAP_HOLD_MAX = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +77,27 @@ class Room:
         self.awareness.set_local_state(None)  # the hub itself has no presence
         self.peers: set[Peer] = set()
         #: Last sequence number handed out, and last one applied (committed) to ``doc``.
+        #: With a cluster the database numbers entries at commit, and ``seq`` counts this
+        #: process's submissions (their tickets, see ``LogEntry.ticket``); alone, ticket and seq
+        #: are one.
         self.seq = loaded.seq
         self.applied_seq = loaded.seq
+        #: The last ticket applied: a sender's presence waits for its updates by ticket.
+        self.applied_ticket = loaded.seq
+        #: Presence of clients on other hub processes: client id -> process id.
+        self.remote_clients: dict[int, str] = {}
+        #: Remote presence waiting for the log entries up to its seq: (seq, process, update, full).
+        self._held_remote: list[tuple[int, str, bytes, list[int] | None]] = []
+        #: Updates held until the hub has what they build on, per sender, in its order; and the
+        #: timer that refuses them after ``GAP_HOLD_S`` (see ``_hold``).
+        self._gapped: dict[Peer, list[tuple[bytes, UpdateShape]]] = {}
+        self._gap_timers: dict[Peer, asyncio.TimerHandle] = {}
         self.snapshot_seq = loaded.snapshot_seq
         self.refs = 0
         self._origins: dict[int, Peer] = {}
         #: Presence messages waiting for their sender's updates up to ``seq`` to be relayed:
         #: (seq, message, excluded peer). See ``_relay_presence``.
-        self._held: list[tuple[int, bytes, Peer | None]] = []
+        self._held: list[tuple[int, bytes, Peer | None, bytes | None]] = []
         #: What each transaction on ``doc`` changed, as pycrdt encodes it (only what was new).
         self._snapshotting = False
         self._evict_handle: asyncio.TimerHandle | None = None
@@ -86,10 +105,10 @@ class Room:
         #: doc's own clocks, what ``_check_clocks`` compares with. Emptied once all are applied:
         #: then the doc says what it holds (pycrdt may drop structs it cannot integrate).
         self._inflight: dict[int, int] = {}
-        #: seq -> the clock ranges a client's entry writes, until it is applied and found whole
+        #: ticket -> the clock ranges a client's entry writes, until it is applied and found whole
         #: in the doc (see ``_check_integrated``).
         self._writes: dict[int, list[tuple[int, int, int]]] = {}
-        #: Entries with more than typing makes (maps, embeds, types...): after them the doc's
+        #: Tickets of entries with more than typing makes (maps, embeds, types...): after them the doc's
         #: whole state is checked to decode (pycrdt encodes some hostile structs unreadably).
         self._verify: set[int] = set()
 
@@ -197,10 +216,12 @@ class Room:
 
     def leave(self, peer: Peer) -> None:
         self.peers.discard(peer)
+        self._drop_gapped(peer)
         gone = [cid for cid in peer.client_ids if cid in self.awareness.states]
         if gone:
             self.awareness.remove_awareness_states(gone, "close")
-            self._relay_presence(peer, awareness_message(self.awareness.encode_awareness_update(gone)), exclude=None)
+            update = self.awareness.encode_awareness_update(gone)
+            self._relay_presence(peer, awareness_message(update), exclude=None, update=update)
         self._publish("participant.left", peer.identity, peers=len(self.peers), client_ids=sorted(peer.client_ids))
 
     # -- incoming -------------------------------------------------------------------------
@@ -247,12 +268,79 @@ class Room:
             log.info("refused update from read-only %s on %s", peer.label, self.doc_id)
             peer.send(permission_denied(f"{ident.role} cannot edit this document"))
             return
+        held = self._gapped.get(peer)
+        if held is not None and not resync:  # behind its sender's earlier update that waits
+            if len(held) >= GAP_HOLD_MAX:
+                raise self._gap_error(held[0][1]) or UpdateGap("too many updates wait for what they build on")
+            held.append((update, shape))
+            return
+        if self._gap_error(shape) is not None:
+            self._hold(peer, update, shape)
+            return
+        self._accept(peer, update, shape)
+        if self._gapped:
+            self._retry_gapped()
+
+    def _accept(self, peer: Peer, update: bytes, shape: UpdateShape) -> None:
         self._check_clocks(shape)
-        seq = self.submit(update, ident, origin=peer)
+        ticket = self.submit(update, peer.identity, origin=peer)
         if shape.ranges:
-            self._writes[seq] = shape.ranges
+            self._writes[ticket] = shape.ranges
         if not shape.plain:
-            self._verify.add(seq)
+            self._verify.add(ticket)
+
+    # -- updates that build on what the hub does not have yet -----------------------------
+
+    def _gap_error(self, shape: UpdateShape) -> UpdateGap | None:
+        """What ``_check_clocks`` would refuse ``shape`` with, or None (nothing is recorded)."""
+        if self._doc_clocks is None:
+            self._doc_clocks = decode_state_vector(self.doc.get_state())
+        doc, inflight = self._doc_clocks, self._inflight
+        try:
+            clocks_after(shape, lambda client: max(doc.get(client, 0), inflight.get(client, 0)))
+        except UpdateGap as exc:
+            return exc
+        return None
+
+    def _hold(self, peer: Peer, update: bytes, shape: UpdateShape) -> None:
+        """Keep an update that builds on changes the hub does not have, for ``GAP_HOLD_S``.
+
+        A stock client that reconnects (to this hub after a restart, or to another process
+        after one died) sends what it types at once, while the changes the hub lacks come a
+        moment later in its sync step 2 (with a cluster, maybe from another process or the
+        log). Refused with a 44xx close, y-websocket would stop for good; held, the update is
+        submitted, in its sender's order, once what it needs is there."""
+        self._gapped[peer] = [(update, shape)]
+        self._gap_timers[peer] = asyncio.get_running_loop().call_later(GAP_HOLD_S, self._expire_gapped, peer)
+
+    def _retry_gapped(self) -> None:
+        for peer, held in list(self._gapped.items()):
+            if peer.state is not PeerState.OPEN or peer not in self.peers:
+                self._drop_gapped(peer)
+                continue
+            while held and self._gap_error(held[0][1]) is None:
+                update, shape = held.pop(0)
+                self._accept(peer, update, shape)
+            if not held:
+                self._drop_gapped(peer)
+
+    def _expire_gapped(self, peer: Peer) -> None:
+        """``GAP_HOLD_S`` passed and what the update needs never came: refused after all."""
+        self._gap_timers.pop(peer, None)
+        self._retry_gapped()
+        held = self._gapped.get(peer)
+        if held is None:
+            return
+        exc = self._gap_error(held[0][1]) or UpdateGap("an update waited too long for what it builds on")
+        self._drop_gapped(peer)
+        log.warning("closing %s on %s: %s (%d)", peer.label, self.doc_id, exc, exc.close_code)
+        peer.close(exc.close_code, exc.reason)
+
+    def _drop_gapped(self, peer: Peer) -> None:
+        self._gapped.pop(peer, None)
+        timer = self._gap_timers.pop(peer, None)
+        if timer is not None:
+            timer.cancel()
 
     def _check_clocks(self, shape: UpdateShape) -> None:
         """Refuse (``UpdateGap``) an update that builds on changes the hub does not have: clocks
@@ -275,7 +363,9 @@ class Room:
             client_id = min(origin.client_ids, default=None)
         self.seq += 1
         meta = {**ident.log_meta, **meta} if meta else ident.log_meta
-        entry = LogEntry(self.doc_id, self.seq, update, ident.user_id, ident.name, ident.kind, client_id, meta=meta)
+        seq = 0 if self.rooms.cluster is not None else self.seq  # 0: numbered at commit
+        entry = LogEntry(self.doc_id, seq, update, ident.user_id, ident.name, ident.kind, client_id, meta=meta,
+                         ticket=self.seq)
         if origin is not None:
             self._origins[self.seq] = origin
             origin.last_seq = self.seq
@@ -292,7 +382,7 @@ class Room:
         entries = decode_awareness(update, self.rooms.settings.limits.max_depth)  # before pycrdt sees it
         # A socket speaks for its own client ids only: others' (stock clients echo them back) are
         # dropped here, and it may bring at most ``awareness_max_clients`` of its own.
-        others: set[int] = set()
+        others: set[int] = set(self.remote_clients)
         for other in self.peers:
             if other is not peer:
                 others |= other.client_ids
@@ -319,9 +409,10 @@ class Room:
         peer.client_ids.difference_update(changed.get("removed", ()))
         ids = [*changed.get("added", ()), *changed.get("updated", ()), *changed.get("removed", ())]
         if ids:
-            self._relay_presence(peer, awareness_message(self.awareness.encode_awareness_update(ids)), exclude=peer)
+            update = self.awareness.encode_awareness_update(ids)
+            self._relay_presence(peer, awareness_message(update), exclude=peer, update=update)
 
-    def _relay_presence(self, sender: Peer, message: bytes, exclude: Peer | None) -> None:
+    def _relay_presence(self, sender: Peer, message: bytes, exclude: Peer | None, update: bytes | None = None) -> None:
         """Relay a presence change, but never ahead of the sender's own earlier updates.
 
         Updates are relayed only once committed (a few ms later, more with a commit delay), while
@@ -329,19 +420,90 @@ class Room:
         have yet, and a departing agent's presence would vanish before its last words arrive.
         Holding it until those updates are applied keeps each sender's messages in the order it
         sent them, as a relay that commits nothing (the Node server) does."""
-        if sender.last_seq > self.applied_seq:
-            self._held.append((sender.last_seq, message, exclude))
+        if sender.last_seq > self.applied_ticket:
+            self._held.append((sender.last_seq, message, exclude, update))
         else:
             self._broadcast(message, exclude=exclude)
+            if update is not None and self.rooms.cluster is not None:
+                self.rooms.cluster.presence(self, update)
 
     def _release_presence(self, upto: int) -> None:
-        """Relay held presence whose updates up to ``upto`` are applied (or refused)."""
+        """Relay held presence whose updates up to ticket ``upto`` are applied (or refused)."""
+        if self._held_remote:
+            self._release_remote()
         if not self._held:
             return
         ready = [h for h in self._held if h[0] <= upto]
         self._held = [h for h in self._held if h[0] > upto]
-        for _seq, message, exclude in ready:
+        for _seq, message, exclude, update in ready:
             self._broadcast(message, exclude=exclude, later=True)
+            if update is not None and self.rooms.cluster is not None:
+                self.rooms.cluster.presence(self, update)
+
+    # -- other hub processes' presence (see cluster.py) -----------------------------------
+
+    def local_client_ids(self) -> list[int]:
+        """The presence client ids of this process's own peers."""
+        return sorted({cid for peer in self.peers for cid in peer.client_ids if cid in self.awareness.states})
+
+    def remote_presence(self, process: str, update: bytes, upto: int, full: list[int] | None = None) -> None:
+        """Presence from another process's peers, relayed once the entries up to ``upto`` (their
+        senders' updates) are applied here too. ``full``: all of that process's client ids in
+        this room (an answer to a query): its others are gone."""
+        if upto > self.applied_seq:
+            self._held_remote.append((upto, process, update, full))
+            return
+        local = {cid for peer in self.peers for cid in peer.client_ids}
+        entries = [e for e in decode_awareness(update, self.rooms.settings.limits.max_depth) if e[0] not in local]
+        changed: dict[str, list[int]] = {}
+
+        def on_update(topic: str, payload) -> None:
+            if topic == "update":
+                for k, v in payload[0].items():
+                    changed.setdefault(k, []).extend(v)
+
+        sub = self.awareness.observe(on_update)
+        try:
+            if full is not None:
+                gone = [cid for cid, p in self.remote_clients.items() if p == process and cid not in full]
+                self.awareness.remove_awareness_states(gone, "cluster")
+                for cid in gone:
+                    self.remote_clients.pop(cid, None)
+            if entries:
+                self.awareness.apply_awareness_update(encode_awareness(entries), "cluster")
+        finally:
+            self.awareness.unobserve(sub)
+        for cid in (*changed.get("added", ()), *changed.get("updated", ())):
+            self.remote_clients[cid] = process
+        for cid in changed.get("removed", ()):
+            self.remote_clients.pop(cid, None)
+        ids = [*changed.get("added", ()), *changed.get("updated", ()), *changed.get("removed", ())]
+        if ids:
+            self._broadcast(awareness_message(self.awareness.encode_awareness_update(ids)))
+
+    def drop_remote_presence(self, process: str) -> None:
+        """Another process is gone (its liveness key expired): its clients' presence goes."""
+        self._held_remote = [h for h in self._held_remote if h[1] != process]
+        gone = [cid for cid, p in self.remote_clients.items() if p == process]
+        for cid in gone:
+            del self.remote_clients[cid]
+        gone = [cid for cid in gone if cid in self.awareness.states]
+        if gone:
+            self.awareness.remove_awareness_states(gone, "expired")
+            self._broadcast(awareness_message(self.awareness.encode_awareness_update(gone)))
+
+    def _release_remote(self) -> None:
+        ready = [h for h in self._held_remote if h[0] <= self.applied_seq]
+        self._held_remote = [h for h in self._held_remote if h[0] > self.applied_seq]
+        for upto, process, update, full in ready:
+            self.remote_presence(process, update, upto, full)
+
+    def forget(self, entry: LogEntry) -> None:
+        """A local entry whose copy from the database was applied first: its bookkeeping only."""
+        self._origins.pop(entry.ticket, None)
+        self.applied_ticket = max(self.applied_ticket, entry.ticket)
+        self._release_presence(self.applied_ticket)
+        self._flush_peers()
 
     # -- after commit ---------------------------------------------------------------------
 
@@ -351,21 +513,24 @@ class Room:
         one observer call, one event and one send per peer instead of one per keystroke."""
         i = 0
         while i < len(entries):
-            origin = self._origins.pop(entries[i].seq, None)
+            origin = self._origins.pop(entries[i].ticket, None)
             j = i + 1
             while (
                 j < len(entries)
                 and entries[j].author_id == entries[i].author_id
                 and entries[j].meta == entries[i].meta
-                and self._origins.get(entries[j].seq) is origin
+                and self._origins.get(entries[j].ticket) is origin
+                and bool(entries[j].ticket) == bool(entries[i].ticket)  # another process's, or ours
             ):
-                self._origins.pop(entries[j].seq, None)
+                self._origins.pop(entries[j].ticket, None)
                 j += 1
             self._apply_isolated(entries[i:j], origin)
             i = j
-        if self.applied_seq >= self.seq:
+        if self.applied_ticket >= self.seq:
             self._inflight.clear()  # all applied: the doc's clocks say it all
-        self._release_presence(self.applied_seq)
+        self._release_presence(self.applied_ticket)
+        if self._gapped:  # what they waited for may have come from another process or the log
+            self._retry_gapped()
         self._flush_peers()  # the relayed updates were queued with later=True
         if self.applied_seq - self.snapshot_seq >= self.rooms.settings.snapshot_every:
             self.rooms.schedule_snapshot(self)
@@ -400,10 +565,11 @@ class Room:
                 log.error("entry %d of %s cannot be applied (%s: %s): quarantined; the room is "
                           "rebuilt from the log", entry.seq, self.doc_id, type(exc).__name__, exc)
                 self.rooms.store.quarantined[(self.doc_id, entry.seq)] = f"{type(exc).__name__}: {exc}"
-                self._writes.pop(entry.seq, None)
-                self._verify.discard(entry.seq)
+                self._writes.pop(entry.ticket, None)
+                self._verify.discard(entry.ticket)
                 self._rebuild(entry.seq)
                 self.applied_seq = entry.seq
+                self.applied_ticket = max(self.applied_ticket, entry.ticket)
 
     def _check_integrated(self, run: list[LogEntry]) -> None:
         """Raise ``NotIntegrated`` unless the doc now holds every clock the run's entries write.
@@ -412,21 +578,21 @@ class Room:
         hostile structs and integrates later ones past the hole, a state that yjs cannot load.
         Caught here, the entry is quarantined and the doc rebuilt without it. The decoded state
         vector is the one the next ``_check_clocks`` needs anyway."""
-        verify = [entry.seq for entry in run if entry.seq in self._verify]
+        verify = [entry for entry in run if entry.ticket in self._verify]
         if verify:
             if not decodes(self.doc.get_update()):
-                raise NotIntegrated(f"after entries {verify} the doc's state no longer decodes")
-            self._verify.difference_update(verify)
-        writes = [(entry.seq, w) for entry in run if (w := self._writes.get(entry.seq))]
+                raise NotIntegrated(f"after entries {[e.seq for e in verify]} the doc's state no longer decodes")
+            self._verify.difference_update(e.ticket for e in verify)
+        writes = [(entry, w) for entry in run if (w := self._writes.get(entry.ticket))]
         if not writes:
             return
         self._doc_clocks = clocks = decode_state_vector(self.doc.get_state())
-        for seq, ranges in writes:
+        for entry, ranges in writes:
             for client, _start, end in ranges:
                 if clocks.get(client, 0) < end:
-                    raise NotIntegrated(f"entry {seq} writes clocks of client {client} up to {end}, "
+                    raise NotIntegrated(f"entry {entry.seq} writes clocks of client {client} up to {end}, "
                                         f"but the doc holds them only up to {clocks.get(client, 0)}")
-            del self._writes[seq]
+            del self._writes[entry.ticket]
 
     def _rebuild(self, upto: int) -> None:
         """Replace the doc with one rebuilt from the log up to ``upto``, quarantined entries left
@@ -452,6 +618,7 @@ class Room:
         self._check_integrated(run)
         last = run[-1]
         self.applied_seq = last.seq
+        self.applied_ticket = max(self.applied_ticket, last.ticket)
         summary = UpdateSummary("", 0)
         if self._changes:  # else nothing was new (a repeated update)
             update = self._changes[0]
@@ -460,7 +627,10 @@ class Room:
                 summary = summarize(update)
             except Exception as exc:  # noqa: BLE001 - e.g. a content kind we cannot read: only the summary is lost
                 log.warning("cannot summarise update %d of %s: %s", last.seq, self.doc_id, exc)
-        self.rooms.bus.publish(
+        # With a cluster each process tells its own subscribers of every entry it applies (see
+        # EventBus.publish_local); the one holding the document's lease acts on it.
+        publish = self.rooms.bus.publish if self.rooms.cluster is None else self.rooms.bus.publish_local
+        publish(
             Event(
                 "document.updated",
                 self.doc_id,
@@ -482,10 +652,10 @@ class Room:
     def failed(self, entry: LogEntry, exc: BaseException) -> None:
         """The database refused this update: it was never applied or relayed. The sender's client
         still has it and re-sends it through sync on reconnect, so close that socket."""
-        origin = self._origins.pop(entry.seq, None)
-        self._writes.pop(entry.seq, None)
-        self._verify.discard(entry.seq)
-        self._release_presence(max(self.applied_seq, entry.seq))
+        origin = self._origins.pop(entry.ticket, None)
+        self._writes.pop(entry.ticket, None)
+        self._verify.discard(entry.ticket)
+        self._release_presence(max(self.applied_ticket, entry.ticket))
         self._flush_peers()
         if origin is not None:
             origin.close(1011, "storage unavailable; reconnect to resend your changes")
@@ -527,7 +697,10 @@ class Room:
 class Rooms:
     """Open rooms by document id: load once on first join, evict after an idle grace period."""
 
-    def __init__(self, store: Store, journal: Journal, bus: EventBus, settings: RoomSettings) -> None:
+    def __init__(self, store: Store, journal: Journal, bus: EventBus, settings: RoomSettings,
+                 cluster: Any = None) -> None:
+        #: The other hub processes (``cluster.Cluster``), or None when this one is alone.
+        self.cluster = cluster
         self.store = store
         self.journal = journal
         self.bus = bus
@@ -560,13 +733,15 @@ class Rooms:
         return room
 
     async def _load(self, doc_id: str) -> Room:
-        if await asyncio.to_thread(self.store.get_document, doc_id) is None:
-            if not self.settings.auto_create:
-                raise UnknownDocument(f"unknown document {doc_id!r}")
-            await asyncio.to_thread(self.store.create_document, doc_id, "", doc_id)
-        loaded = await asyncio.to_thread(self.store.load, doc_id)
+        # With a cluster: the stream's position first, then the database (see Cluster.position).
+        position = await self.cluster.position(doc_id) if self.cluster is not None else None
+        loaded = await asyncio.to_thread(self.store.open, doc_id, create=self.settings.auto_create)
+        if loaded is None:
+            raise UnknownDocument(f"unknown document {doc_id!r}")
         room = Room(doc_id, loaded, self)
         self._rooms[doc_id] = room
+        if self.cluster is not None:
+            self.cluster.attach(room, position)
         log.info("room %s loaded at seq %d (snapshot %d)", doc_id, loaded.seq, loaded.snapshot_seq)
         return room
 
@@ -579,14 +754,21 @@ class Rooms:
         await self.journal.drain()
         if room.refs > 0:
             return  # somebody joined while we waited
-        if room.snapshot_due:
+        if room.snapshot_due and self.background_here(room):
             await self._snapshot(room)
         if room.refs <= 0 and self._rooms.get(room.doc_id) is room:
             del self._rooms[room.doc_id]
+            if self.cluster is not None:
+                self.cluster.detach(room)
             log.info("room %s evicted", room.doc_id)
 
+    def background_here(self, room: Room) -> bool:
+        """Whether this process does the room's background work (snapshots, retention): always
+        when alone; with a cluster, only while it holds the document's lease."""
+        return self.cluster is None or self.cluster.owns(room.doc_id)
+
     def schedule_snapshot(self, room: Room) -> None:
-        if not room.snapshotting:
+        if not room.snapshotting and self.background_here(room):
             self._spawn(self._snapshot(room))
 
     async def _snapshot(self, room: Room) -> None:
@@ -611,7 +793,7 @@ class Rooms:
         """Shutdown: snapshot every room whose log has grown since its last snapshot."""
         for room in list(self._rooms.values()):
             room.cancel_eviction()
-            if room.snapshot_due:
+            if room.snapshot_due and self.background_here(room):
                 await self._snapshot(room)
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)
@@ -629,10 +811,13 @@ class Rooms:
             by_room.setdefault(entry.doc_id, []).append(entry)
         for doc_id, entries in by_room.items():
             room = self._rooms.get(doc_id)
-            if room is None:
+            if room is None and self.cluster is None:
                 continue
             try:
-                room.committed(entries)
+                if self.cluster is not None:  # to the other processes, and applied in seq order
+                    self.cluster.committed(doc_id, entries)
+                else:
+                    room.committed(entries)
             except BaseException as exc:  # noqa: BLE001 - one room's failure never costs another room
                 if not recoverable(exc):
                     raise
