@@ -130,10 +130,19 @@ def clocks_after(shape: UpdateShape, known: Callable[[int], int]) -> dict[int, i
 
 
 def _string(r: Reader, limits: UpdateLimits) -> int:
+    """Skip a string, which must be UTF-8: yjs decodes strictly (a TextDecoder that throws), so
+    one invalid byte would make the whole document unloadable in a browser."""
     n = r.var_uint()
     if n > limits.max_string_bytes:
         raise LimitExceeded(f"a string of {n} bytes (limit {limits.max_string_bytes})")
+    start = r.pos
     r.skip(n)
+    raw = r.buf[start:r.pos]
+    if not raw.isascii():
+        try:
+            raw.decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"a string is not UTF-8 ({exc.reason})") from None
     return n
 
 
@@ -169,7 +178,7 @@ def _check_struct(r: Reader, limits: UpdateLimits, needs: dict[int, int]) -> int
     if kind == STRING:  # its clock length counts UTF-16 code units, as JavaScript strings do
         n = _string(r, limits)
         raw = r.buf[r.pos - n:r.pos]
-        return len(raw) if raw.isascii() else len(raw.decode("utf-8", "replace").encode("utf-16-le")) // 2
+        return len(raw) if raw.isascii() else len(raw.decode().encode("utf-16-le")) // 2
     if kind == JSON:
         n = r.var_uint()
         for _ in range(n):

@@ -357,7 +357,14 @@ class Room:
 
     def submit(self, update: bytes, ident: Identity, origin: Peer | None = None, meta: dict | None = None) -> int:
         """Log a validated update as ``ident``'s; it is applied and relayed once committed.
-        The hub's own edits (reverts) come in here directly, with no socket behind them."""
+        The hub's own edits (reverts) come in here directly, with no socket behind them.
+        Returns its ticket: its seq when this process is alone; with a cluster the seq is known
+        only once committed (``submit_entry``)."""
+        return self.submit_entry(update, ident, origin, meta).ticket
+
+    def submit_entry(self, update: bytes, ident: Identity, origin: Peer | None = None,
+                     meta: dict | None = None) -> LogEntry:
+        """``submit``, returning the log entry: its ``seq`` is final once the journal committed it."""
         client_id = first_client(update)
         if client_id is None and origin is not None:
             client_id = min(origin.client_ids, default=None)
@@ -370,7 +377,7 @@ class Room:
             self._origins[self.seq] = origin
             origin.last_seq = self.seq
         self.rooms.journal.append(entry)
-        return self.seq
+        return entry
 
     def _receive_awareness(self, peer: Peer, update: bytes) -> None:
         """Apply a presence update and relay what actually changed.
@@ -594,6 +601,11 @@ class Room:
                                         f"but the doc holds them only up to {clocks.get(client, 0)}")
             del self._writes[entry.ticket]
 
+    def repair(self) -> None:
+        """Rebuild the doc from the log entry by entry, quarantining whatever leaves it unloadable."""
+        self._attach(self._build_doc(self.rooms.store.load(self.doc_id, at_seq=self.applied_seq, one_by_one=True)))
+        self._inflight.clear()
+
     def _rebuild(self, upto: int) -> None:
         """Replace the doc with one rebuilt from the log up to ``upto``, quarantined entries left
         out. Reads the database on the event loop: it happens only after pycrdt failed."""
@@ -777,6 +789,12 @@ class Rooms:
             return
         seq, state = taken
         try:
+            if not await asyncio.to_thread(decodes, state):
+                # pycrdt can integrate plain-looking hostile edits into a state nobody can load
+                # (checked after other entries at once, after text edits here): never save it.
+                log.error("the state of %s at %d no longer loads; rebuilding it from the log", room.doc_id, seq)
+                room.repair()
+                return
             await asyncio.to_thread(self.store.save_snapshot, room.doc_id, seq, state)
             room.snapshot_saved(seq)
             if self.settings.retention_days > 0:

@@ -134,10 +134,17 @@ class _InsertMany:
             raise
 
 
+#: Structure only, no size limits: a whole document's state, not one client's message.
+_STATE_LIMITS = UpdateLimits(max_structs=1 << 40, max_clients=1 << 30, max_string_bytes=1 << 40)
+
+
 def decodes(state: bytes) -> bool:
-    """Whether a fresh pycrdt doc can apply ``state`` (what a joining client would do)."""
+    """Whether a joining client can load ``state``: a fresh pycrdt doc applies it, and it reads
+    as yjs reads (strict UTF-8 among other things; pycrdt writes some hostile combinations in a
+    way neither reads back)."""
     try:
         pycrdt.Doc().apply_update(state)
+        check_update(state, _STATE_LIMITS)
     except BaseException as exc:  # noqa: BLE001
         if not recoverable(exc):
             raise
