@@ -19,10 +19,12 @@ class AgentsExtension:
 
     def commands(self, subparsers: Any, context: Callable[[], ExtensionContext]) -> None:
         from .cli import register
+        from .voice_eval import register as register_voice
         from .writing_eval import register as register_eval
 
         register(subparsers)
         register_eval(subparsers)
+        register_voice(subparsers)
 
     def routes(self, context: ExtensionContext) -> Sequence[BaseRoute]:
         from .routes import routes

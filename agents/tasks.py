@@ -243,29 +243,15 @@ def build_vector(self, job_id: str) -> dict[str, Any]:
     return {"job_id": job_id, "status": "ready", "layers": layers}
 
 
-#: How the model is asked for its own version of a writer's paragraph: the "not your voice" side.
-REWRITE_PROMPT = "Rewrite this paragraph in your own words. Keep what it says.\n\n"
-
-
 def _voice_pairs(res: Resources, voice: dict[str, Any], progress: Any) -> list[tuple[str, str]]:
-    """(writer's paragraph, the model's rewrite of it) for each paragraph the writer wrote in the
-    documents: what differs between the two is the voice, not the content."""
+    """(writer's paragraph, the model's rewrite of it) for the paragraphs the writer wrote in the
+    documents (``vector_jobs.voice_paragraphs``, ``vector_jobs.rewrite_pairs``)."""
     from collab.history import History
-    from inference import GenerationRequest, SamplingParams
 
-    from .vector_jobs import VOICE_MIN_PARAGRAPHS, voice_paragraphs
+    from .vector_jobs import VOICE_MIN_PARAGRAPHS, rewrite_pairs, voice_paragraphs
 
     paragraphs = voice_paragraphs(History(res.store), voice["doc_ids"], voice["author_id"])
     if len(paragraphs) < VOICE_MIN_PARAGRAPHS:
         raise InvalidVectorRequest(f"voice: {len(paragraphs)} paragraphs written by {voice['author_id']} in these "
                                    f"documents; at least {VOICE_MIN_PARAGRAPHS} are needed")
-    engine, pairs = res.engine(""), []
-    for i, paragraph in enumerate(paragraphs):
-        out = engine.generate(GenerationRequest(
-            messages=[{"role": "user", "content": REWRITE_PROMPT + paragraph}],
-            params=SamplingParams(max_tokens=min(256, len(paragraph) // 3 + 32), repetition_penalty=1.1, seed=i)))
-        rewrite = out.text.strip()
-        if rewrite and rewrite != paragraph:
-            pairs.append((paragraph, rewrite))
-        progress((i + 1) / len(paragraphs))
-    return pairs
+    return rewrite_pairs(res.engine(""), paragraphs, progress)

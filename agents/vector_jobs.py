@@ -9,7 +9,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 
@@ -19,7 +19,7 @@ from .exceptions import InvalidVectorRequest, VectorBusy
 from .models import VectorJobRow
 
 __all__ = ["JobStatus", "Voice", "VectorRequest", "VectorJobs", "vector_json", "voice_paragraphs", "VECTOR_TASK",
-           "VECTOR_OPTIONS", "MAX_PAIRS", "MAX_TEXT_CHARS", "VOICE_MIN_PARAGRAPHS"]
+           "VECTOR_OPTIONS", "MAX_PAIRS", "MAX_TEXT_CHARS", "VOICE_MIN_PARAGRAPHS", "rewrite_pairs"]
 
 VECTOR_TASK = "tinymorph.vectors.build"
 #: A build reads every pair through the model once: minutes at most on a CPU for the bundled one.
@@ -187,3 +187,27 @@ def voice_paragraphs(history: Any, doc_ids: list[str], author_id: str) -> list[s
                 found.append(text[:MAX_TEXT_CHARS])
             paragraph = []
     return found[:MAX_PAIRS]
+
+
+#: How the model is asked for its own version of a writer's paragraph: the "not your voice" side.
+REWRITE_PROMPT = "Rewrite this paragraph in your own words. Keep what it says.\n\n"
+
+
+def rewrite_pairs(engine: Any, paragraphs: list[str], progress: Callable[[float], None] | None = None
+                  ) -> list[tuple[str, str]]:
+    """(paragraph, the model's rewrite of it): what differs between the two is the voice, not
+    the content, so their mean difference in the residual stream is a direction toward the
+    writer. Greedy with a mild repetition penalty: the model's plainest version."""
+    from inference import GenerationRequest, SamplingParams
+
+    pairs = []
+    for i, paragraph in enumerate(paragraphs):
+        out = engine.generate(GenerationRequest(
+            messages=[{"role": "user", "content": REWRITE_PROMPT + paragraph}],
+            params=SamplingParams(max_tokens=min(256, len(paragraph) // 3 + 32), repetition_penalty=1.1)))
+        rewrite = out.text.strip()
+        if rewrite and rewrite != paragraph:
+            pairs.append((paragraph, rewrite))
+        if progress is not None:
+            progress((i + 1) / len(paragraphs))
+    return pairs

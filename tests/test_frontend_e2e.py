@@ -806,3 +806,30 @@ def test_cancel_from_the_panel_stops_the_run(agent_web, pages):
     assert 0 < len(text) - len(before) < 1677 / 4, len(text) - len(before)  # a quarter: ~100 tokens
     assert alice.eval("() => [document.querySelector('[data-action=run-agent]').disabled, "
                       "document.querySelector('[data-action=cancel-run]').disabled]") == [False, True]
+
+
+def test_a_new_style_from_examples_starts_building_from_the_panel(web, pages):
+    """The agent panel's "New style from examples…": a one-sided pair gets the API's clear 400,
+    good pairs start a build in a worker and the panel shows its progress (this hub runs no
+    workers, so it stays building; a worker's build is tested in test_vectors_api.py)."""
+    doc_id, owner = web.create_doc("Styles")
+    alice = pages.open("alice", doc_url(web, doc_id, owner, name="Alice"))
+    alice.wait_ready()
+    alice.click(".side [data-tab=agents]")
+    alice.wait("() => document.querySelector('.agents-banner')?.dataset.state === 'ready'", what="the agent panel")
+    alice.click(".style-maker summary")
+    alice.fill(".style-maker input[type=text]", "sunny")
+    alice.fill(".style-maker textarea", "What a glorious morning! =>")
+    alice.click("[data-action=build-style]")
+    error = alice.wait("() => document.querySelector('.style-status.error')?.textContent", what="the refusal")
+    assert "one-sided" in error, error
+    alice.fill(".style-maker textarea", "What a glorious morning! => What a grey morning.\nI laughed all the way home. => I trudged home.")
+    alice.click("[data-action=build-style]")
+    status = alice.wait("() => document.querySelector('.style-status')?.dataset.status", what="the build to start")
+    assert status == "building"
+    assert alice.eval("() => document.querySelector('.style-maker progress').hidden") is False
+    assert "Building “sunny”" in alice.eval("() => document.querySelector('.style-status').textContent")
+    assert alice.eval(ACCESSIBLE_NAMES) == []
+    status, body = web.request("GET", "/api/vectors/sunny")
+    assert status == 200 and body["status"] == "building" and body["provenance"]["pairs"] == 2
+    alice.screenshot("style-maker")

@@ -5,6 +5,7 @@
 import * as Y from 'yjs'
 import { createApi, docPath } from './api.js'
 import { h, setChildren, nextId, announce, debounce } from './ui.js'
+import { styleMaker } from './vectors.js'
 
 export const TASKS = [
   { id: 'continue', label: 'Continue', help: 'Write on from the cursor' },
@@ -139,6 +140,14 @@ export function agentPanel ({ docId, token, session, canWrite, getSelection }) {
     }) : h('li', { class: 'muted' }, 'No steering: the persona’s default voice.'))
   }
   const steeringPayload = () => chosen.map((s) => ({ kind: s.kind, id: s.id, strength: s.strength }))
+  // a style made from examples joins the steering at the strength the backend recommends
+  const maker = styleMaker({
+    api, docId, onReady: (v) => {
+      const s = steeringItem({ id: v.name, label: v.name, kind: 'vector', default_strength: v.default_strength, recommended: v.recommended })
+      if (!chosen.some((c) => c.kind === s.kind && c.id === s.id)) chosen.push(s)
+      renderSteering()
+    },
+  })
 
   // preview: steered vs default, side by side
   const promptId = nextId('prompt')
@@ -216,7 +225,7 @@ export function agentPanel ({ docId, token, session, canWrite, getSelection }) {
     tasks, modes,
     h('label', { for: lengthId }, 'Length (tokens, at most 512)'), length,
     h('fieldset', { class: 'steering' }, h('legend', {}, 'Steering'),
-      h('label', { for: searchId }, 'Search features and vectors'), search, searchNote, results, steerList),
+      h('label', { for: searchId }, 'Search features and vectors'), search, searchNote, results, steerList, maker.el),
     h('details', { class: 'preview-box' }, h('summary', {}, 'Preview steered vs default'),
       h('label', { for: promptId }, 'Prompt'), prompt,
       h('button', { type: 'button', class: 'btn btn-secondary btn-small', onclick: runPreview }, 'Generate preview'), preview),
@@ -250,5 +259,5 @@ export function agentPanel ({ docId, token, session, canWrite, getSelection }) {
     }
   }
   load()
-  return { el, destroy: finish }
+  return { el, destroy: () => { finish(); maker.destroy() } }
 }

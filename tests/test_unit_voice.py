@@ -1,0 +1,38 @@
+"""The pieces of ``tinymorph eval voice`` that need no model: the probe and the corpus split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.voice_eval import LogisticProbe, VoiceEvalConfig, opening_of, split_corpus
+
+
+def test_the_probe_separates_what_is_separable_and_not_what_is_not():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.3, 1, (80, 16)), rng.normal(-0.3, 1, (80, 16))
+    x, y = np.vstack([a, b]), np.r_[np.ones(80), np.zeros(80)]
+    probe = LogisticProbe().fit(x, y)
+    assert ((probe.prob(x) > 0.5) == (y > 0.5)).mean() > 0.85
+    noise = rng.normal(0, 1, (200, 16))
+    assert abs(probe.prob(noise[:100]).mean() - probe.prob(noise[100:]).mean()) < 0.1  # no class in noise
+    y_shuffled = rng.permutation(y)
+    held_out = LogisticProbe().fit(x[::2], y_shuffled[::2]).prob(x[1::2])
+    assert ((held_out > 0.5) == (y_shuffled[1::2] > 0.5)).mean() < 0.7  # labels without signal: chance
+
+
+def test_the_corpus_splits_into_disjoint_parts_the_same_way_every_time():
+    cfg = VoiceEvalConfig(min_chars=10, n_build=3, n_writer=4, n_model_prompts=2, n_test=2)
+    text = "\n".join(f"Paragraph number {i} says something long enough." for i in range(20)) + "\nshort"
+    parts = split_corpus(text, cfg)
+    assert [len(parts[k]) for k in ("build", "writer", "model", "test")] == [3, 4, 2, 2]
+    everything = [p for ps in parts.values() for p in ps]
+    assert len(set(everything)) == len(everything) and "short" not in everything
+    assert split_corpus(text, cfg) == parts
+    with pytest.raises(ValueError, match="paragraphs"):
+        split_corpus(text, VoiceEvalConfig(min_chars=10, n_build=30))
+
+
+def test_an_opening_is_the_first_sentence_at_most_twelve_words():
+    assert opening_of("Short one. Then more.") == "Short one"
+    assert len(opening_of(" ".join(["word"] * 40) + ".").split()) == 12
