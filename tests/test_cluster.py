@@ -5,12 +5,15 @@ presence goes within seconds; a process that missed messages backfills from the 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 
 import pytest
 import sqlalchemy as sa
+from pycrdt import Map
 
+from collab.client import HubClient
 from collab.testing import HUB_ONLY, HubProcess
 from tests._jshelpers import presence_names
 from tests.test_js_interop import js  # noqa: F401 - the fixture
@@ -157,5 +160,37 @@ def test_nothing_is_relayed_on_any_process_before_it_is_committed(tmp_path, pg_u
         for c in (amy, bob):
             c.wait_for(lambda c: c.text == "before held ", "the word once committed")
         assert log_seqs(pg_url, doc_id) == [1, 2]
+    finally:
+        stop_all(hubs)
+
+
+def test_a_request_in_the_requests_map_starts_one_run_whichever_processes_hold_the_document(
+        tmp_path, pg_url, redis_url):
+    """Exactly-once background work: two processes hold the document (a peer on each); a client
+    asks for a run through the ``requests`` map; one run is created, by the lease holder."""
+    hubs = start_hubs(tmp_path, 2, pg_url, redis_url, TINYMORPH_EXTENSIONS="agents")
+    try:
+        doc_id, _ = hubs[0].create_doc("requests")
+
+        async def scenario() -> dict:
+            async with HubClient(hubs[0].ws_url, doc_id) as a, HubClient(hubs[1].ws_url, doc_id) as b:
+                await a.synced()
+                await b.synced()
+                a.text.insert(0, "Some text to note. ")
+                await a.flush()
+                b.doc.get("requests", type=Map)["r1"] = {"agent": "plain", "task": "continue"}
+                await b.flush()
+                async with asyncio.timeout(30):
+                    while not (b.doc.get("requests", type=Map).get("r1") or {}).get("run_id"):
+                        await asyncio.sleep(0.05)
+                await asyncio.sleep(2)  # time for a second process to (wrongly) start one too
+                return dict(b.doc.get("requests", type=Map)["r1"])
+
+        entry = asyncio.run(scenario())
+        engine = sa.create_engine(pg_url)
+        with engine.connect() as conn:
+            runs = list(conn.execute(sa.text("SELECT id FROM agent_runs WHERE doc_id = :d"), {"d": doc_id}).scalars())
+        engine.dispose()
+        assert runs == [entry["run_id"]]
     finally:
         stop_all(hubs)
