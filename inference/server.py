@@ -26,20 +26,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from .embeddings import EMBEDDING_MODEL, Embedder
 from ._openai_logprobs import chat_logprobs, completion_logprobs
+from .embeddings import EMBEDDING_MODEL, Embedder
 from .engines.base import (MAX_TOP_LOGPROBS, Completion, Engine, FinishReason, GenerationRequest, SamplingParams,
                            Usage)
 from .exceptions import BodyTooLarge, InferenceError, InvalidRequest, InvalidSteering, UnknownModel
 from .registry import Inference
 from .steering.spec import SourceKind, SteeringSpec
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "error_response"]
 
 log = logging.getLogger("tinymorph.inference.server")
 
 
-def _error(exc: InferenceError, request: Request | None = None) -> JSONResponse:
+def error_response(exc: InferenceError, request: Request | None = None) -> JSONResponse:
+    """The OpenAI-shaped error body; a 5xx keeps its message to the log (it may name paths)."""
     if exc.status_code < 500:
         return JSONResponse(exc.to_dict(), status_code=exc.status_code)
     # A 5xx message may name paths or internals: it goes to the log, the client gets a request id.
@@ -293,7 +294,7 @@ def create_app(inference: Inference) -> Starlette:
                              "steering": steered.steering.to_json(), **out})
 
     async def on_inference_error(request: Request, exc: InferenceError) -> JSONResponse:
-        return _error(exc, request)
+        return error_response(exc, request)
 
     async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": {"message": exc.detail, "type": "invalid_request_error",

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from ..config import InferenceConfig
 from ..exceptions import InferenceError, InvalidRequest, UnknownSAE
 from ..registry import Inference
+from ..server import error_response
 from ..steering.strengths import sae_guide
 from .catalog import SAECatalog
 
@@ -43,7 +44,7 @@ def _errors(fn):
         try:
             return await fn(request)
         except InferenceError as exc:
-            return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+            return error_response(exc, request)
     return wrapper
 
 
