@@ -355,11 +355,11 @@ class History:
                 return plan
             system = Identity(by.user_id, by.name, by.role, doc_id, by.token_id, {}, system=True)
             meta = {"revert": {**request, "entries": len(plan.reverted)}, "requested_by": by.name}
-            entry = room.submit(plan.update, system, meta=meta)
-            await rooms.journal.drain()
-            if not await asyncio.to_thread(self._logged, doc_id, entry):
+            entry = room.submit_entry(plan.update, system, meta=meta)
+            await rooms.journal.drain()  # with a cluster the database numbers the entry as it commits
+            if not entry.seq or not await asyncio.to_thread(self._logged, doc_id, entry.seq):
                 raise Unavailable("the revert was not committed: the database refused it; nothing changed")
-            return dataclasses.replace(plan, seq=entry)
+            return dataclasses.replace(plan, seq=entry.seq)
         finally:
             rooms.release(room)
 

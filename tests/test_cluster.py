@@ -194,3 +194,42 @@ def test_a_request_in_the_requests_map_starts_one_run_whichever_processes_hold_t
         assert runs == [entry["run_id"]]
     finally:
         stop_all(hubs)
+
+
+def test_a_revert_on_a_cluster_reports_the_seq_the_database_gave_it(tmp_path, pg_url, redis_url):
+    """With a cluster the database numbers entries at commit: the revert answers with that
+    number (the entry really in the log), not the room's own count of its submissions, which
+    entries from the other process leave behind."""
+    hubs = start_hubs(tmp_path, 2, pg_url, redis_url)
+    try:
+        a, b = hubs
+        doc_id, owner = a.create_doc("revert on a cluster")
+
+        def committed(n: int) -> list[int]:
+            deadline = time.monotonic() + 20
+            while len(seqs := log_seqs(pg_url, doc_id)) < n:
+                assert time.monotonic() < deadline, seqs
+                time.sleep(0.05)
+            return seqs
+
+        async def go() -> dict:
+            async with HubClient(a.ws_url, doc_id) as mine, HubClient(b.ws_url, doc_id) as other:  # open mode
+                await mine.synced()
+                await other.synced()
+                mine.text.insert(0, "undone")
+                await mine.flush()
+                for word in ("one ", "two ", "three "):  # numbered by the database, not by a's room
+                    other.text.insert(0, word)
+                    await other.flush()
+                await mine.wait_for(lambda: str(mine.text).startswith("three two one "), 20)
+                mine_seq = committed(4)[0]
+                status, body = await asyncio.to_thread(
+                    a.request, "POST", f"/api/docs/{doc_id}/revert", {"from": mine_seq, "to": mine_seq}, owner)
+                assert status == 200, body
+                await mine.wait_for(lambda: "undone" not in str(mine.text), 20)
+                return body
+
+        body = asyncio.run(go())
+        assert body["seq"] == log_seqs(pg_url, doc_id)[-1] == 5
+    finally:
+        stop_all(hubs)
