@@ -251,9 +251,11 @@ def _run(args: argparse.Namespace) -> int:
 
     config = getattr(args, "inference_config", None) or InferenceConfig.from_env
     personas = [p for p in SHIPPED if not args.persona or p.id in args.persona]
-    openings = load_openings()[: args.openings or None]
+    every = load_openings()
+    openings = every[: args.openings or None]
     seeds = list(range(args.seed, args.seed + args.seeds))
-    report = evaluate(Inference(config()), personas, openings, seeds, progress=True)
+    # topicality is always judged against the whole set (the two closest of three says little)
+    report = evaluate(Inference(config()), personas, openings, seeds, judge=Judge(every), progress=True)
     _print_table(table(report), HEADERS)
     print()
     for name in [p.id for p in personas]:
