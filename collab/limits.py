@@ -52,7 +52,7 @@ class UpdateLimits:
 @dataclass(slots=True)
 class UpdateShape:
     """What an update writes and what it builds on, so that whoever applies it can tell whether
-    it depends on changes it has never seen (see ``Room._check_clocks``)."""
+    it depends on changes it has never seen (see ``Room._clocks_after``)."""
 
     #: ``(client, start, end)`` clock ranges it writes, in update order: one for each run of
     #: structs without a gap (a Skip struct starts a new one).

@@ -102,7 +102,7 @@ class Room:
         self._snapshotting = False
         self._evict_handle: asyncio.TimerHandle | None = None
         #: client id -> the clock after what submitted, not yet applied, entries write; with the
-        #: doc's own clocks, what ``_check_clocks`` compares with. Emptied once all are applied:
+        #: doc's own clocks, what ``_clocks_after`` compares with. Emptied once all are applied:
         #: then the doc says what it holds (pycrdt may drop structs it cannot integrate).
         self._inflight: dict[int, int] = {}
         #: ticket -> the clock ranges a client's entry writes, until it is applied and found whole
@@ -274,15 +274,19 @@ class Room:
                 raise self._gap_error(held[0][1]) or UpdateGap("too many updates wait for what they build on")
             held.append((update, shape))
             return
-        if self._gap_error(shape) is not None:
+        try:
+            have = self._clocks_after(shape)
+        except UpdateGap:
             self._hold(peer, update, shape)
             return
-        self._accept(peer, update, shape)
+        self._accept(peer, update, shape, have)
         if self._gapped:
             self._retry_gapped()
 
-    def _accept(self, peer: Peer, update: bytes, shape: UpdateShape) -> None:
-        self._check_clocks(shape)
+    def _accept(self, peer: Peer, update: bytes, shape: UpdateShape, have: dict[int, int] | None = None) -> None:
+        """Submit an update that needs nothing the hub lacks (``have``: what ``_clocks_after``
+        said of it, if the caller asked already)."""
+        self._inflight.update(self._clocks_after(shape) if have is None else have)
         ticket = self.submit(update, peer.identity, origin=peer)
         if shape.ranges:
             self._writes[ticket] = shape.ranges
@@ -292,12 +296,9 @@ class Room:
     # -- updates that build on what the hub does not have yet -----------------------------
 
     def _gap_error(self, shape: UpdateShape) -> UpdateGap | None:
-        """What ``_check_clocks`` would refuse ``shape`` with, or None (nothing is recorded)."""
-        if self._doc_clocks is None:
-            self._doc_clocks = decode_state_vector(self.doc.get_state())
-        doc, inflight = self._doc_clocks, self._inflight
+        """What ``_clocks_after`` would refuse ``shape`` with, or None."""
         try:
-            clocks_after(shape, lambda client: max(doc.get(client, 0), inflight.get(client, 0)))
+            self._clocks_after(shape)
         except UpdateGap as exc:
             return exc
         return None
@@ -342,9 +343,10 @@ class Room:
         if timer is not None:
             timer.cancel()
 
-    def _check_clocks(self, shape: UpdateShape) -> None:
-        """Refuse (``UpdateGap``) an update that builds on changes the hub does not have: clocks
-        of a client past a gap, or an origin or parent item nobody sent.
+    def _clocks_after(self, shape: UpdateShape) -> dict[int, int]:
+        """The clocks ``shape`` takes its clients to (nothing is recorded), or ``UpdateGap`` if it
+        builds on changes the hub does not have: clocks of a client past a gap, or an origin or
+        parent item nobody sent.
 
         yjs holds such structs back until what they need arrives; pycrdt integrates some of them
         at once, so a stock client would read another text than the hub. Nothing a real editor
@@ -353,7 +355,7 @@ class Room:
         if self._doc_clocks is None:
             self._doc_clocks = decode_state_vector(self.doc.get_state())
         doc, inflight = self._doc_clocks, self._inflight
-        self._inflight.update(clocks_after(shape, lambda client: max(doc.get(client, 0), inflight.get(client, 0))))
+        return clocks_after(shape, lambda client: max(doc.get(client, 0), inflight.get(client, 0)))
 
     def submit(self, update: bytes, ident: Identity, origin: Peer | None = None, meta: dict | None = None) -> int:
         """Log a validated update as ``ident``'s; it is applied and relayed once committed.
@@ -581,10 +583,10 @@ class Room:
     def _check_integrated(self, run: list[LogEntry]) -> None:
         """Raise ``NotIntegrated`` unless the doc now holds every clock the run's entries write.
 
-        Each passed ``_check_clocks``, so nothing it needs is missing; yet pycrdt drops some
+        Each passed ``_clocks_after``, so nothing it needs is missing; yet pycrdt drops some
         hostile structs and integrates later ones past the hole, a state that yjs cannot load.
         Caught here, the entry is quarantined and the doc rebuilt without it. The decoded state
-        vector is the one the next ``_check_clocks`` needs anyway."""
+        vector is the one the next ``_clocks_after`` needs anyway."""
         verify = [entry for entry in run if entry.ticket in self._verify]
         if verify:
             if not decodes(self.doc.get_update()):

@@ -218,6 +218,7 @@ def test_a_revert_on_a_cluster_reports_the_seq_the_database_gave_it(tmp_path, pg
                 await other.synced()
                 mine.text.insert(0, "undone")
                 await mine.flush()
+                await other.wait_for(lambda: str(other.text) == "undone", 20)
                 for word in ("one ", "two ", "three "):  # numbered by the database, not by a's room
                     other.text.insert(0, word)
                     await other.flush()
