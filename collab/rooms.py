@@ -101,12 +101,12 @@ class Room:
         #: What each transaction on ``doc`` changed, as pycrdt encodes it (only what was new).
         self._snapshotting = False
         self._evict_handle: asyncio.TimerHandle | None = None
-        #: client id -> the clock after what submitted, not yet applied, entries write; with the
-        #: doc's own clocks, what ``_clocks_after`` compares with. Emptied once all are applied:
-        #: then the doc says what it holds (pycrdt may drop structs it cannot integrate).
+        #: client id -> the clock after what this room's accepted updates write (in flight or
+        #: applied); with the doc's own clocks, what ``_clocks_after`` compares with. Emptied when
+        #: the doc is rebuilt (a quarantined entry's clocks never happened).
         self._inflight: dict[int, int] = {}
-        #: ticket -> the clock ranges a client's entry writes, until it is applied and found whole
-        #: in the doc (see ``_check_integrated``).
+        #: ticket -> the clock ranges an entry with more than typing makes writes, until it is
+        #: applied and found whole in the doc (see ``_check_integrated``).
         self._writes: dict[int, list[tuple[int, int, int]]] = {}
         #: Tickets of entries with more than typing makes (maps, embeds, types...): after them the doc's
         #: whole state is checked to decode (pycrdt encodes some hostile structs unreadably).
@@ -135,15 +135,17 @@ class Room:
         self.text = doc.get("content", type=Text)
         #: What each transaction on ``doc`` changed, as pycrdt encodes it (only what was new).
         self._changes: list[bytes] = []
-        #: The doc's state vector, decoded when first needed after a change.
-        self._doc_clocks: dict[int, int] | None = None
+        #: The doc's state vector as last decoded: after a change, a lower bound of it (stale),
+        #: decoded again only when an update needs more than it and ``_inflight`` say.
+        self._doc_clocks: dict[int, int] = {}
+        self._doc_stale = True
         doc.observe(self._on_change)
         self._maps: dict[str, Map] = {}
         self._map_sizes: dict[str, int] = {}
 
     def _on_change(self, event: pycrdt.TransactionEvent) -> None:
         self._changes.append(event.update)
-        self._doc_clocks = None
+        self._doc_stale = True
 
     def map(self, name: str) -> Map:
         """The root ``Y.Map`` called ``name``, looked up once: ``Doc.get`` builds a new handle and
@@ -288,10 +290,10 @@ class Room:
         said of it, if the caller asked already)."""
         self._inflight.update(self._clocks_after(shape) if have is None else have)
         ticket = self.submit(update, peer.identity, origin=peer)
-        if shape.ranges:
-            self._writes[ticket] = shape.ranges
         if not shape.plain:
             self._verify.add(ticket)
+            if shape.ranges:
+                self._writes[ticket] = shape.ranges
 
     # -- updates that build on what the hub does not have yet -----------------------------
 
@@ -351,11 +353,21 @@ class Room:
         yjs holds such structs back until what they need arrives; pycrdt integrates some of them
         at once, so a stock client would read another text than the hub. Nothing a real editor
         sends needs what it has not seen: a client's edits start where its last one ended and
-        name items it has, all of which the hub holds (in the doc, or submitted and in flight)."""
-        if self._doc_clocks is None:
-            self._doc_clocks = decode_state_vector(self.doc.get_state())
-        doc, inflight = self._doc_clocks, self._inflight
-        return clocks_after(shape, lambda client: max(doc.get(client, 0), inflight.get(client, 0)))
+        name items it has, all of which the hub holds (in the doc, or submitted and in flight).
+
+        Typing needs no decoding: a keystroke starts where its client's last ended and names
+        items this room accepted, all in ``_inflight``. The doc's state vector is read again only
+        when that and the last reading of it are not enough (another process's entries, say)."""
+        def known(client: int) -> int:
+            return max(self._doc_clocks.get(client, 0), self._inflight.get(client, 0))
+
+        try:
+            return clocks_after(shape, known)
+        except UpdateGap:
+            if not self._doc_stale:
+                raise
+            self._doc_clocks, self._doc_stale = decode_state_vector(self.doc.get_state()), False
+            return clocks_after(shape, known)
 
     def submit(self, update: bytes, ident: Identity, origin: Peer | None = None, meta: dict | None = None) -> int:
         """Log a validated update as ``ident``'s; it is applied and relayed once committed.
@@ -535,8 +547,6 @@ class Room:
                 j += 1
             self._apply_isolated(entries[i:j], origin)
             i = j
-        if self.applied_ticket >= self.seq:
-            self._inflight.clear()  # all applied: the doc's clocks say it all
         self._release_presence(self.applied_ticket)
         if self._gapped:  # what they waited for may have come from another process or the log
             self._retry_gapped()
@@ -585,8 +595,8 @@ class Room:
 
         Each passed ``_clocks_after``, so nothing it needs is missing; yet pycrdt drops some
         hostile structs and integrates later ones past the hole, a state that yjs cannot load.
-        Caught here, the entry is quarantined and the doc rebuilt without it. The decoded state
-        vector is the one the next ``_clocks_after`` needs anyway."""
+        Caught here, the entry is quarantined and the doc rebuilt without it. Only entries with
+        more than typing makes are checked (what the fuzzer found pycrdt drop was never text)."""
         verify = [entry for entry in run if entry.ticket in self._verify]
         if verify:
             if not decodes(self.doc.get_update()):
@@ -595,7 +605,8 @@ class Room:
         writes = [(entry, w) for entry in run if (w := self._writes.get(entry.ticket))]
         if not writes:
             return
-        self._doc_clocks = clocks = decode_state_vector(self.doc.get_state())
+        clocks = decode_state_vector(self.doc.get_state())
+        self._doc_clocks, self._doc_stale = clocks, False
         for entry, ranges in writes:
             for client, _start, end in ranges:
                 if clocks.get(client, 0) < end:
