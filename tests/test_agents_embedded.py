@@ -253,9 +253,10 @@ async def test_define_in_direct_mode_adds_a_parenthesis_after_the_term(hub):
                                          "options": {"max_tokens": 16, "seed": 1}})
         run = await run_finished(hub, doc_id, run_id)
         assert run["status"] == "done", run
-        await await_until(lambda: str(client.text) != text, "the definition", 30)
+        # the run is done once its last write is committed; the client may still be receiving it
+        await await_until(lambda: str(client.text).endswith(")" + text[lo + 4:]), "the whole definition", 30)
         got = str(client.text)
-        assert got.startswith(text[: lo + 4] + " (") and got.endswith(")" + text[lo + 4:])
+        assert got.startswith(text[: lo + 4] + " (") and got.endswith(")" + text[lo + 4:]), got
     finally:
         await client.close()
 
