@@ -25,14 +25,12 @@ worker processes, no embedding graph).
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 
 from collab.testing import HUB_ONLY, HubProcess
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-PG_ADMIN_URL = os.environ.get("TINYMORPH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TINYMORPH_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 # Kept for modules that import it: the hub without the embedding graph (HUB_ONLY also drops the workers).
@@ -154,22 +152,10 @@ def shared_hub_tokens(tmp_path_factory):
 @pytest.fixture
 def pg_url():
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    import sqlalchemy as sa
+    from promises_support import pg_database
 
-    name = f"tm_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no PostgreSQL"
-        admin.dispose()
-        need_service("PostgreSQL at 127.0.0.1:5432", exc)
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_database() as url:
+        yield url
 
 
 @pytest.fixture

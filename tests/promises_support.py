@@ -38,12 +38,12 @@ def missing_service(name: str, exc: BaseException) -> None:
 
 @contextlib.contextmanager
 def pg_database() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database (its SQLAlchemy URL), dropped afterwards; for fixtures
-    wider than one test (``conftest.pg_url`` is per test)."""
+    """A fresh, empty PostgreSQL database (its SQLAlchemy URL), dropped afterwards; the one
+    place tests make one (``conftest.pg_url`` is this as a per-test fixture)."""
     import sqlalchemy as sa
 
     name = f"tm_promise_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
