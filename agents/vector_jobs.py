@@ -70,41 +70,46 @@ class VectorRequest:
             raise InvalidVectorRequest("name: 1-64 letters, digits, '_', '-' or '.'")
         if ("pairs" in body) == ("voice" in body):
             raise InvalidVectorRequest("give either pairs (your examples) or voice (your writing), not both")
-        voice = None
-        if "voice" in body:
-            v = body["voice"]
-            doc_ids = v.get("doc_ids") if isinstance(v, dict) else None
-            if (not isinstance(doc_ids, list) or not 1 <= len(doc_ids) <= MAX_VOICE_DOCS
-                    or not all(isinstance(d, str) and 0 < len(d) <= 64 for d in doc_ids)):
-                raise InvalidVectorRequest(f"voice.doc_ids: a list of 1-{MAX_VOICE_DOCS} document ids")
-            author = v.get("author_id")
-            if author is not None and (not isinstance(author, str) or not 0 < len(author) <= 200):
-                raise InvalidVectorRequest("voice.author_id: a user id")
-            voice = Voice(sorted(set(doc_ids)), author)
-        pairs = body.get("pairs") if voice is None else [["-", "+"]]  # checked below only when given
-        if not isinstance(pairs, list) or not pairs:
-            raise InvalidVectorRequest("pairs: a non-empty list of [positive, negative] examples")
-        if len(pairs) > MAX_PAIRS:
-            raise InvalidVectorRequest(f"pairs: at most {MAX_PAIRS} (got {len(pairs)})")
-        clean = []
-        for i, pair in enumerate(pairs):
-            if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(t, str) for t in pair):
-                raise InvalidVectorRequest(f"pairs[{i}]: a [positive, negative] pair of strings")
-            pos, neg = (t.strip() for t in pair)
-            if not pos or not neg:
-                raise InvalidVectorRequest(f"pairs[{i}]: both sides need text (a one-sided pair has no direction)")
-            if pos == neg:
-                raise InvalidVectorRequest(f"pairs[{i}]: the two sides are the same text")
-            if max(len(pos), len(neg)) > MAX_TEXT_CHARS:
-                raise InvalidVectorRequest(f"pairs[{i}]: each side at most {MAX_TEXT_CHARS} characters")
-            clean.append((pos, neg))
+        voice = _voice(body["voice"]) if "voice" in body else None
+        pairs = _pairs(body["pairs"]) if voice is None else []
         layers = body.get("layers")
         if layers is not None:
             if (not isinstance(layers, list) or not 1 <= len(layers) <= MAX_LAYERS
                     or not all(type(x) is int and x >= 1 for x in layers)):
                 raise InvalidVectorRequest(f"layers: a list of 1-{MAX_LAYERS} layer numbers (integers >= 1)")
             layers = sorted(set(layers))
-        return cls(name, [] if voice else clean, layers, voice)
+        return cls(name, pairs, layers, voice)
+
+
+def _voice(v: Any) -> Voice:
+    doc_ids = v.get("doc_ids") if isinstance(v, dict) else None
+    if (not isinstance(doc_ids, list) or not 1 <= len(doc_ids) <= MAX_VOICE_DOCS
+            or not all(isinstance(d, str) and 0 < len(d) <= 64 for d in doc_ids)):
+        raise InvalidVectorRequest(f"voice.doc_ids: a list of 1-{MAX_VOICE_DOCS} document ids")
+    author = v.get("author_id")
+    if author is not None and (not isinstance(author, str) or not 0 < len(author) <= 200):
+        raise InvalidVectorRequest("voice.author_id: a user id")
+    return Voice(sorted(set(doc_ids)), author)
+
+
+def _pairs(pairs: Any) -> list[tuple[str, str]]:
+    if not isinstance(pairs, list) or not pairs:
+        raise InvalidVectorRequest("pairs: a non-empty list of [positive, negative] examples")
+    if len(pairs) > MAX_PAIRS:
+        raise InvalidVectorRequest(f"pairs: at most {MAX_PAIRS} (got {len(pairs)})")
+    clean = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(t, str) for t in pair):
+            raise InvalidVectorRequest(f"pairs[{i}]: a [positive, negative] pair of strings")
+        pos, neg = (t.strip() for t in pair)
+        if not pos or not neg:
+            raise InvalidVectorRequest(f"pairs[{i}]: both sides need text (a one-sided pair has no direction)")
+        if pos == neg:
+            raise InvalidVectorRequest(f"pairs[{i}]: the two sides are the same text")
+        if max(len(pos), len(neg)) > MAX_TEXT_CHARS:
+            raise InvalidVectorRequest(f"pairs[{i}]: each side at most {MAX_TEXT_CHARS} characters")
+        clean.append((pos, neg))
+    return clean
 
 
 class VectorJobs:
