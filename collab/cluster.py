@@ -5,12 +5,17 @@ them inside the commit (``Store(allocate_seq=True)``: the document row is locked
 sequence per document whatever process commits). Only then does the process relay them: to its
 own peers at once, and to the other processes by appending them to the document's Redis stream
 (``tm:doc:<id>``). Every process with the document open reads that stream and applies entries
-strictly in sequence order (:class:`Sequencer`); a hole in the sequence — a message lost to a
+strictly in sequence order (:class:`Sequencer`). A hole in the sequence — a message lost to a
 Redis hiccup, a stream trimmed, a process killed between its commit and its append — is filled
 from the database after ``gap_s``, and a periodic check (``check_s``) compares every open room
 with the log's last position, so even a hole nobody follows up is filled. Redis is a bus: when it
 is down each process goes on committing and serving its own peers, and when it returns each one
 reads what it missed from the database.
+
+A process reads its rooms' streams with one reader per shard (rooms hashed into ``shards``
+groups; each reader blocks in an XREAD of its group's streams only): XREAD is issued again after
+every message it returns, and naming a shard's rooms instead of every open room keeps that cost
+flat with thousands of rooms.
 
 Presence travels on the same stream (so it never overtakes its sender's updates) tagged with the
 sending process. Each process holds a liveness key (``tm:proc:<id>``) with a TTL of
@@ -31,6 +36,7 @@ import os
 import socket
 import time
 import uuid
+import zlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -47,6 +53,8 @@ log = logging.getLogger("tinymorph.cluster")
 PREFIX = "tm"
 #: A document's stream is dropped after this long without a message (the log has it all).
 STREAM_TTL_S = 24 * 3600
+#: How long a reader's XREAD blocks before it is issued again (a wake-up ends it sooner).
+READ_BLOCK_MS = 2000
 
 
 def stream_key(doc_id: str) -> str:
@@ -61,10 +69,33 @@ def _owner_key(doc_id: str) -> str:
     return f"{PREFIX}:owner:{doc_id}"
 
 
-#: Take the lease if free, renew it if ours: 1; another process holds it: 0.
+def shard_of(doc_id: str, shards: int) -> int:
+    """The reader a document's stream is read by: the same on every process (crc32, not
+    Python's per-process salted ``hash``), so the rooms spread evenly over the readers."""
+    return zlib.crc32(doc_id.encode()) % shards
+
+
+class _Shard:
+    """One reader's share of the open rooms: a blocking XREAD names only these rooms' streams
+    (and the shard's wake-up stream), so a message costs a re-issue over a shard's rooms, not
+    over every room the process holds."""
+
+    __slots__ = ("index", "wake_key", "wake_pos", "docs", "resync", "wake_pending")
+
+    def __init__(self, index: int, wake_key: str) -> None:
+        self.index = index
+        self.wake_key = wake_key
+        self.wake_pos = "$"
+        self.docs: set[str] = set()
+        #: Read positions are unknown (Redis was away, or a room opened while it was).
+        self.resync = True
+        self.wake_pending = False
+
+
+#: Take the lease if free: 2; renew it if ours: 1; another process holds it: 0.
 _CLAIM = """
 local v = redis.call('GET', KEYS[1])
-if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
 if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
 return 0
 """
@@ -157,7 +188,7 @@ class Cluster:
     """This process's link to the others (see the module docstring)."""
 
     def __init__(self, url: str, store: Store, *, gap_s: float = 0.05, check_s: float = 2.0,
-                 presence_ttl_s: float = 3.0, stream_max_len: int = 10_000,
+                 presence_ttl_s: float = 3.0, stream_max_len: int = 10_000, shards: int = 16,
                  on_relay_lag: Callable[[float], None] | None = None) -> None:
         self.url = url
         self.store = store
@@ -174,14 +205,20 @@ class Cluster:
         self._tasks: list[asyncio.Task] = []
         self._spawned: set[asyncio.Task] = set()
         self._redis: Any = None
+        #: The readers' connections (one per shard: each blocks in its own XREAD).
         self._reader_redis: Any = None
         self.connected = False
-        self._resync = True
+        #: Rooms hashed into a fixed number of shards, one reader each (see :class:`_Shard`).
+        self.shards = [_Shard(i, f"{PREFIX}:wake:{self.id}:{i}") for i in range(max(1, shards))]
         #: Documents whose background work (snapshots, retention, agents' triggers, the graph,
         #: the watcher) is this process's, and until when (monotonic): see :meth:`owns`.
         self._owned_until: dict[str, float] = {}
-        self._wake_key = f"{PREFIX}:wake:{self.id}"
-        self._wake_pending = False
+        #: The fencing token the database gave this process with each lease (see :meth:`fence`).
+        self._tokens: dict[str, int] = {}
+        self._to_claim: set[str] = set()
+        store.fences = self.fence
+        store.on_stale = self._stale
+        self._loop: asyncio.AbstractEventLoop | None = None
         # counters for /metrics
         self.gaps_filled = 0
         self.relayed_in = 0
@@ -194,16 +231,21 @@ class Cluster:
     async def start(self) -> None:
         import redis.asyncio as redis
 
+        self._loop = asyncio.get_running_loop()
         kw = {"socket_connect_timeout": 2, "health_check_interval": 10}
         self._redis = redis.from_url(self.url, socket_timeout=5, **kw)
-        self._reader_redis = redis.from_url(self.url, socket_timeout=None, **kw)
+        # A reader blocks up to READ_BLOCK_MS in XREAD; longer than that without an answer is a
+        # Redis that is paused or cut off (then it reconnects and catches up from the database).
+        self._reader_redis = redis.from_url(self.url, socket_timeout=READ_BLOCK_MS / 1000 + 5,
+                                            max_connections=len(self.shards) + 4, **kw)
         try:
             await self._redis.ping()
             self.connected = True
         except Exception as exc:  # noqa: BLE001 - serve anyway: Redis is a bus, not the truth
             log.warning("cluster: redis at %s unreachable (%s); serving this process's peers alone", self.url, exc)
         self._tasks = [asyncio.create_task(self._send(), name="cluster-send"),
-                       asyncio.create_task(self._read(), name="cluster-read"),
+                       *(asyncio.create_task(self._read(shard), name=f"cluster-read-{shard.index}")
+                         for shard in self.shards),
                        asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
                        asyncio.create_task(self._check(), name="cluster-check")]
         log.info("cluster: process %s on %s", self.id, self.url)
@@ -227,7 +269,7 @@ class Cluster:
                     if self.connected and r is self._redis:  # the others take over at once
                         for doc_id in [d for d in self._owned_until if self.owns(d)]:
                             await self._release(doc_id)
-                        await r.delete(_proc_key(self.id), self._wake_key)
+                        await r.delete(_proc_key(self.id), *(shard.wake_key for shard in self.shards))
                     await r.aclose()
                 except Exception:  # noqa: BLE001
                     pass
@@ -255,22 +297,41 @@ class Cluster:
         self.rooms[room.doc_id] = room
         self.sequencers[room.doc_id] = Sequencer(room, self)
         self._positions[room.doc_id] = position
+        shard = self._shard(room.doc_id)
+        shard.docs.add(room.doc_id)
         if position is None:
-            self._resync = True
-        if not self._wake_pending:  # one wake-up per read: it reads every room added meanwhile
-            self._wake_pending = True
-            self._queue("wake", {"t": "w"})
+            shard.resync = True
+        if not shard.wake_pending:  # one wake-up per read: it reads every room added meanwhile
+            shard.wake_pending = True
+            self._queue(shard.wake_key, {"t": "w"})
         self._queue(room.doc_id, {"t": "q"})  # the others' presence, please
         if self.connected:
-            self.spawn(self._claim_leases([room.doc_id]))
+            if not self._to_claim:  # one claim for every room opened in this loop turn
+                asyncio.get_running_loop().call_soon(self._claim_opened)
+            self._to_claim.add(room.doc_id)
+
+    def _claim_opened(self) -> None:
+        docs, self._to_claim = list(self._to_claim), set()
+        self.spawn(self._claim_or_wait(docs))
+
+    async def _claim_or_wait(self, docs: list[str]) -> None:
+        try:
+            await self._claim_leases(docs)
+        except Exception as exc:  # noqa: BLE001 - Redis away: the heartbeat claims them when it returns
+            self._lost(exc)
 
     def detach(self, room: "Room") -> None:
         if self.rooms.get(room.doc_id) is room:
             del self.rooms[room.doc_id]
             self.sequencers.pop(room.doc_id).close()
             self._positions.pop(room.doc_id, None)
+            self._shard(room.doc_id).docs.discard(room.doc_id)
+            self._tokens.pop(room.doc_id, None)
             if self._owned_until.pop(room.doc_id, None) is not None and self.connected:
                 self.spawn(self._release(room.doc_id))
+
+    def _shard(self, doc_id: str) -> _Shard:
+        return self.shards[shard_of(doc_id, len(self.shards))]
 
     # -- exactly-once background work ----------------------------------------------------
 
@@ -280,8 +341,27 @@ class Cluster:
         with the liveness key); it counts itself owner only until its last renewal's TTL runs
         out by its own clock, so a process paused or cut off from Redis stops before another
         can take over (no two owners at once). When the owner dies, another process holding
-        the room takes the lease within the TTL."""
-        return self._owned_until.get(doc_id, 0.0) > time.monotonic()
+        the room takes the lease within the TTL. A clock is no proof (a pause can land between
+        this check and the write it allows): the write itself carries :meth:`fence`."""
+        return self._owned_until.get(doc_id, 0.0) > time.monotonic() and doc_id in self._tokens
+
+    def fence(self, doc_id: str) -> int | None:
+        """The fencing token for a write of ``doc_id``'s background work (``Store.fenced``): the
+        number the database gave out when this process took the lease, refused there once
+        another process has taken it since. None while this process does not own it."""
+        return self._tokens.get(doc_id) if self.owns(doc_id) else None
+
+    def _stale(self, doc_id: str, token: int) -> None:
+        """A fenced write found this process's token stale (another took the lease meanwhile):
+        forget it; if Redis still names this process the holder, the next renewal takes a new one."""
+        def forget() -> None:
+            if self._tokens.get(doc_id) == token:
+                del self._tokens[doc_id]
+                log.warning("cluster: fencing token %d of %s is stale; background work stops until "
+                            "this process holds the lease again", token, doc_id)
+
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(forget)
 
     async def _claim_leases(self, docs: list[str] | None = None) -> None:
         docs = list(self.rooms) if docs is None else docs
@@ -292,13 +372,27 @@ class Cluster:
         pipe = self._redis.pipeline(transaction=False)
         for doc_id in docs:
             pipe.eval(_CLAIM, 1, _owner_key(doc_id), self.id, ttl_ms)
+        taken = []
         for doc_id, ours in zip(docs, await pipe.execute()):
             if ours and doc_id in self.rooms:
-                if not self.owns(doc_id):
-                    log.info("cluster: this process now does the background work of %s", doc_id)
+                if ours == 2 or doc_id not in self._tokens:  # taken now: earlier holders are fenced off
+                    self._tokens.pop(doc_id, None)
+                    taken.append(doc_id)
                 self._owned_until[doc_id] = started + self.presence_ttl_s * 0.8
             else:
                 self._owned_until.pop(doc_id, None)
+                self._tokens.pop(doc_id, None)
+        if not taken:
+            return
+        try:
+            tokens = await asyncio.to_thread(self.store.take_leases, taken, self.id)
+        except Exception:  # noqa: BLE001 - the database is away: no token, no background work; next renewal retries
+            log.warning("cluster: no fencing token for %d documents; will retry", len(taken), exc_info=True)
+            return
+        for doc_id, token in tokens.items():
+            if doc_id in self.rooms and doc_id in self._owned_until:
+                self._tokens[doc_id] = token
+                log.info("cluster: this process now does the background work of %s (fencing token %d)", doc_id, token)
 
     async def _release(self, doc_id: str) -> None:
         try:
@@ -351,11 +445,11 @@ class Cluster:
             try:
                 pipe = self._redis.pipeline(transaction=False)
                 for doc_id, fields in batch:
-                    if doc_id == "wake":
-                        pipe.xadd(self._wake_key, fields, maxlen=10, approximate=True)
+                    if fields["t"] == "w":  # ``doc_id`` is a shard's wake-up stream
+                        pipe.xadd(doc_id, fields, maxlen=10, approximate=True)
                     else:
                         pipe.xadd(stream_key(doc_id), fields, maxlen=self.stream_max_len, approximate=True)
-                for doc_id in {d for d, _f in batch if d != "wake"}:  # an idle document's stream goes
+                for doc_id in {d for d, f in batch if f["t"] != "w"}:  # an idle document's stream goes
                     pipe.expire(stream_key(doc_id), STREAM_TTL_S)
                 await pipe.execute()
                 self.relayed_out += sum(1 for _d, f in batch if f.get("t") == "u")  # commits, not entries
@@ -369,30 +463,29 @@ class Cluster:
 
     # -- reading --------------------------------------------------------------------------
 
-    async def _read(self) -> None:
+    async def _read(self, shard: _Shard) -> None:
+        """One shard's reader: a blocking XREAD of its rooms' streams from their positions."""
         backoff = 0.2
-        wake_pos = "$"
         while True:
             try:
-                if self._resync:
-                    await self._catch_up()
-                    wake_pos = "$"
-                self._wake_pending = False
-                streams = {self._wake_key: wake_pos}
-                for doc_id, pos in list(self._positions.items()):
-                    if pos is not None:
+                if shard.resync:
+                    await self._catch_up(shard)
+                shard.wake_pending = False
+                streams = {shard.wake_key: shard.wake_pos}
+                for doc_id in shard.docs:
+                    if (pos := self._positions.get(doc_id)) is not None:
                         streams[stream_key(doc_id)] = pos
-                got = await self._reader_redis.xread(streams, count=1000, block=2000)
+                got = await self._reader_redis.xread(streams, count=1000, block=READ_BLOCK_MS)
                 if not self.connected:
                     self._back()
                 backoff = 0.2
                 for key, messages in got or ():
                     key = key.decode()
-                    if key == self._wake_key:
-                        wake_pos = messages[-1][0].decode()
+                    if key == shard.wake_key:
+                        shard.wake_pos = messages[-1][0].decode()
                         continue
                     doc_id = key[len(PREFIX) + 5:]
-                    if doc_id not in self._positions:
+                    if doc_id not in shard.docs:
                         continue
                     self._positions[doc_id] = messages[-1][0].decode()
                     self._handle(doc_id, messages)
@@ -403,17 +496,23 @@ class Cluster:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _catch_up(self) -> None:
+    async def _catch_up(self, shard: _Shard) -> None:
         """After Redis was away (or a room opened while it was): note each stream's position,
         then read the database from each room's position on, then read the streams from there."""
-        self._resync = False
-        for doc_id in list(self.rooms):
-            last = await self._reader_redis.xrevrange(stream_key(doc_id), "+", "-", count=1)
-            if doc_id in self._positions:
-                self._positions[doc_id] = last[0][0].decode() if last else "0-0"
-        for doc_id, seq in list(self.sequencers.items()):
-            await seq.fill()
-            self._queue(doc_id, {"t": "q"})
+        shard.resync = False
+        shard.wake_pos = "$"
+        docs = list(shard.docs)
+        if docs:
+            pipe = self._reader_redis.pipeline(transaction=False)
+            for doc_id in docs:
+                pipe.xrevrange(stream_key(doc_id), "+", "-", count=1)
+            for doc_id, last in zip(docs, await pipe.execute()):
+                if doc_id in self._positions:
+                    self._positions[doc_id] = last[0][0].decode() if last else "0-0"
+        for doc_id in docs:
+            if (seq := self.sequencers.get(doc_id)) is not None:
+                await seq.fill()
+                self._queue(doc_id, {"t": "q"})
 
     def _handle(self, doc_id: str, messages: list) -> None:
         room = self.rooms.get(doc_id)
@@ -508,17 +607,20 @@ class Cluster:
             log.warning("cluster: redis lost (%s); committing and serving this process's peers, "
                         "will catch up from the database", exc)
             self.connected = False
-        self._resync = True
+        for shard in self.shards:
+            shard.resync = True
 
     def _back(self) -> None:
         log.warning("cluster: redis is back; catching up from the database")
         self.connected = True
-        self._resync = True
+        for shard in self.shards:
+            shard.resync = True
 
     def stats(self) -> dict[str, Any]:
         return {"process": self.id, "redis": self.connected, "rooms": len(self.rooms),
                 "relayed_in": self.relayed_in, "relayed_out": self.relayed_out, "gaps_filled": self.gaps_filled,
                 "waiting": self.waiting(), "outbox": self.outbox_depth,
+                "shards": [len(shard.docs) for shard in self.shards],
                 "owned": sorted(d for d in self.rooms if self.owns(d))}
 
 

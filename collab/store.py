@@ -11,27 +11,49 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pycrdt
-from sqlalchemy import Table, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import (BigInteger, DateTime, ForeignKey, String, Table, create_engine, delete, event, func, insert,
+                        select, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Mapped, mapped_column
 
-from .exceptions import ProtocolError, recoverable
+from .exceptions import ProtocolError, TinymorphError, recoverable
 from .limits import UpdateLimits, check_update
-from .models import Document, Snapshot, Token, Update, utcnow
+from .models import Base, Document, Snapshot, Token, Update, utcnow
 
-__all__ = ["Store", "LogEntry", "LoadedDocument", "content_text", "decodes", "migrate"]
+__all__ = ["Store", "LogEntry", "LoadedDocument", "StaleLease", "content_text", "decodes", "migrate"]
 
 log = logging.getLogger("tinymorph.store")
 
 #: The PostgreSQL advisory lock key migrations run under ("tmig" as a number).
 MIGRATION_LOCK = 0x746D6967
+
+
+class Lease(Base):
+    """The newest fencing token given out for a document's background work (see ``take_lease``)."""
+
+    __tablename__ = "leases"
+
+    doc_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    token: Mapped[int] = mapped_column(BigInteger)
+    holder: Mapped[str] = mapped_column(String(200))
+    taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StaleLease(TinymorphError):
+    """A write of a document's background work (a snapshot, retention, a run started by a
+    trigger) by a process whose lease on the document another process has taken since: its
+    fencing token is no longer the document's newest. Refused; nothing was written."""
+
+    http_status = 409
 
 
 @dataclass(slots=True)
@@ -168,6 +190,12 @@ class Store:
         self.limits = limits or UpdateLimits()
         #: ``(doc_id, seq)`` of the entries skipped so far by this process, with the reason.
         self.quarantined: dict[tuple[str, int], str] = {}
+        #: Several processes: the fencing token this one holds for a document's background work
+        #: (``Cluster.fence``; None: it does not hold the lease). Snapshots and retention are
+        #: written only under it (see ``fenced``). None here: this process is alone.
+        self.fences: Callable[[str], int | None] | None = None
+        #: Told ``(doc_id, token)`` when a fenced write found ``token`` stale (from any thread).
+        self.on_stale: Callable[[str, int], None] | None = None
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             _create_private(url)
@@ -485,17 +513,19 @@ class Store:
             yield from session.scalars(q.execution_options(yield_per=2000))
 
     def save_snapshot(self, doc_id: str, seq: int, state: bytes) -> None:
-        """Idempotent: another process holding the same document may save the same one."""
+        """Idempotent: another process holding the same document may save the same one. With
+        several processes, only under this one's fencing token (else ``StaleLease``)."""
         from sqlalchemy.exc import IntegrityError
 
         try:
-            with self.engine.begin() as conn:
+            with self._background(doc_id) as conn:
                 exists = conn.execute(
                     select(Snapshot.seq).where(Snapshot.doc_id == doc_id, Snapshot.seq == seq)
                 ).first()
                 if not exists:
                     conn.execute(insert(Snapshot), {"doc_id": doc_id, "seq": seq, "state": state,
                                                     "created_at": utcnow()})
+                    log.info("snapshot of %s at %d saved", doc_id, seq)
         except IntegrityError:
             if self.get_document(doc_id) is None:
                 raise
@@ -506,8 +536,9 @@ class Store:
 
         Only called when a retention policy is configured: by default history is kept forever.
         Entries after the newest snapshot are never deleted, so the document always loads whole.
+        With several processes, only under this one's fencing token (else ``StaleLease``).
         """
-        with self.engine.begin() as conn:
+        with self._background(doc_id) as conn:
             newest = conn.execute(select(func.max(Snapshot.seq)).where(Snapshot.doc_id == doc_id)).scalar()
             if not newest:
                 return 0
@@ -517,6 +548,50 @@ class Store:
                 )
             )
             return res.rowcount or 0
+
+    # -- leases: fencing tokens for background work ----------------------------------------
+
+    def take_leases(self, doc_ids: list[str], holder: str) -> dict[str, int]:
+        """New fencing tokens for these documents' background work, now ``holder``'s: each one
+        more than the last given out for its document, so every earlier holder's token is stale
+        from this commit on. Called when a process takes a lease (``Cluster``), not when it
+        renews one; one statement for all the rooms a burst of joins opened."""
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        if not doc_ids:
+            return {}
+        now = utcnow()
+        stmt = pg_insert(Lease).values([{"doc_id": d, "token": 1, "holder": holder, "taken_at": now}
+                                        for d in sorted(set(doc_ids))])  # id order: no deadlock
+        stmt = stmt.on_conflict_do_update(index_elements=[Lease.doc_id],
+                                          set_={"token": Lease.token + 1, "holder": stmt.excluded.holder,
+                                                "taken_at": stmt.excluded.taken_at})
+        with self.engine.begin() as conn:
+            return dict(conn.execute(stmt.returning(Lease.doc_id, Lease.token)).all())
+
+    @contextmanager
+    def fenced(self, doc_id: str, token: int | None) -> Iterator[Any]:
+        """A transaction (a Connection) for a write of ``doc_id``'s background work, entered only
+        while ``token`` is the document's newest fencing token; ``StaleLease`` (nothing written)
+        if another process has taken the lease since, or ``token`` is None (this one never held
+        it). The lease row is read ``FOR SHARE``: a takeover's new token waits for this write's
+        commit, so the write lands either wholly before the takeover or not at all."""
+        if token is None:
+            raise StaleLease(f"this process does not hold the lease of {doc_id!r}: background work refused")
+        with self.engine.begin() as conn:
+            newest = conn.execute(select(Lease.token).where(Lease.doc_id == doc_id).with_for_update(read=True)).scalar()
+            if newest != token:
+                if self.on_stale is not None:
+                    self.on_stale(doc_id, token)
+                raise StaleLease(f"fencing token {token} of {doc_id!r} is stale (newest: {newest}): "
+                                 "another process took its lease; write refused")
+            yield conn
+
+    def _background(self, doc_id: str):
+        """The transaction a snapshot or retention writes in: fenced with several processes."""
+        if self.fences is None:
+            return self.engine.begin()
+        return self.fenced(doc_id, self.fences(doc_id))
 
     # -- tokens ---------------------------------------------------------------------------
 

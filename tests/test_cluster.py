@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 import sqlalchemy as sa
-from pycrdt import Map
 
 from collab.client import HubClient
 from collab.testing import HUB_ONLY, HubProcess
@@ -26,10 +26,12 @@ def cluster_env(redis_url: str, **extra: str) -> dict[str, str]:
             "TINYMORPH_CLUSTER_CHECK_S": "1", "TINYMORPH_ROOM_GRACE_S": "60", **extra}
 
 
-def start_hubs(tmp_path, n: int, pg_url: str, redis_url: str, **extra: str) -> list[HubProcess]:
+def start_hubs(tmp_path, n: int, pg_url: str, redis_url: str, *, log_level: str = "warning",
+               allow_in_log: tuple[str, ...] = (), auth_mode: str = "open", **extra: str) -> list[HubProcess]:
     hubs = []
     for i in range(n):
-        hub = HubProcess(tmp_path / f"hub{i}", db=pg_url, env=cluster_env(redis_url, **extra))
+        hub = HubProcess(tmp_path / f"hub{i}", db=pg_url, env=cluster_env(redis_url, **extra), log_level=log_level,
+                         allow_in_log=allow_in_log, auth_mode=auth_mode)
         hubs.append(hub)
         hub.start()
     return hubs
@@ -40,6 +42,15 @@ def stop_all(hubs: list[HubProcess]) -> None:
         hub.stop()
     for hub in hubs:
         hub.assert_clean()
+
+
+@asynccontextmanager
+async def peer_on_each(hubs: list[HubProcess], doc_id: str, token: str | None = None):
+    """A synced Python client on each of two processes, on one document."""
+    async with HubClient(hubs[0].ws_url, doc_id, token=token) as a, HubClient(hubs[1].ws_url, doc_id, token=token) as b:
+        await a.synced()
+        await b.synced()
+        yield a, b
 
 
 def log_seqs(pg_url: str, doc_id: str) -> list[int]:
@@ -164,38 +175,6 @@ def test_nothing_is_relayed_on_any_process_before_it_is_committed(tmp_path, pg_u
         stop_all(hubs)
 
 
-def test_a_request_in_the_requests_map_starts_one_run_whichever_processes_hold_the_document(
-        tmp_path, pg_url, redis_url):
-    """Exactly-once background work: two processes hold the document (a peer on each); a client
-    asks for a run through the ``requests`` map; one run is created, by the lease holder."""
-    hubs = start_hubs(tmp_path, 2, pg_url, redis_url, TINYMORPH_EXTENSIONS="agents")
-    try:
-        doc_id, _ = hubs[0].create_doc("requests")
-
-        async def scenario() -> dict:
-            async with HubClient(hubs[0].ws_url, doc_id) as a, HubClient(hubs[1].ws_url, doc_id) as b:
-                await a.synced()
-                await b.synced()
-                a.text.insert(0, "Some text to note. ")
-                await a.flush()
-                b.doc.get("requests", type=Map)["r1"] = {"agent": "plain", "task": "continue"}
-                await b.flush()
-                async with asyncio.timeout(30):
-                    while not (b.doc.get("requests", type=Map).get("r1") or {}).get("run_id"):
-                        await asyncio.sleep(0.05)
-                await asyncio.sleep(2)  # time for a second process to (wrongly) start one too
-                return dict(b.doc.get("requests", type=Map)["r1"])
-
-        entry = asyncio.run(scenario())
-        engine = sa.create_engine(pg_url)
-        with engine.connect() as conn:
-            runs = list(conn.execute(sa.text("SELECT id FROM agent_runs WHERE doc_id = :d"), {"d": doc_id}).scalars())
-        engine.dispose()
-        assert runs == [entry["run_id"]]
-    finally:
-        stop_all(hubs)
-
-
 def test_a_revert_on_a_cluster_reports_the_seq_the_database_gave_it(tmp_path, pg_url, redis_url):
     """With a cluster the database numbers entries at commit: the revert answers with that
     number (the entry really in the log), not the room's own count of its submissions, which
@@ -213,9 +192,7 @@ def test_a_revert_on_a_cluster_reports_the_seq_the_database_gave_it(tmp_path, pg
             return seqs
 
         async def go() -> dict:
-            async with HubClient(a.ws_url, doc_id) as mine, HubClient(b.ws_url, doc_id) as other:  # open mode
-                await mine.synced()
-                await other.synced()
+            async with peer_on_each(hubs, doc_id) as (mine, other):  # open mode
                 mine.text.insert(0, "undone")
                 await mine.flush()
                 await other.wait_for(lambda: str(other.text) == "undone", 20)
@@ -232,5 +209,39 @@ def test_a_revert_on_a_cluster_reports_the_seq_the_database_gave_it(tmp_path, pg
 
         body = asyncio.run(go())
         assert body["seq"] == log_seqs(pg_url, doc_id)[-1] == 5
+    finally:
+        stop_all(hubs)
+
+
+def test_rooms_are_read_by_shard_and_every_room_relays(tmp_path, pg_url, redis_url):
+    """A process reads its rooms' streams with one reader per shard (each XREAD names its shard's
+    rooms only): 64 documents open on two processes spread over the shards, and a word typed
+    on one process reaches the other in every one of them."""
+    hubs = start_hubs(tmp_path, 2, pg_url, redis_url, TINYMORPH_AUTO_CREATE_DOCS="true")
+    docs = [f"shard-{i:03d}" for i in range(64)]
+    try:
+        async def scenario() -> None:
+            async with AsyncExitStack() as stack:
+                pairs = []
+                for doc in docs:
+                    a = await stack.enter_async_context(HubClient(hubs[0].ws_url, doc))
+                    b = await stack.enter_async_context(HubClient(hubs[1].ws_url, doc))
+                    pairs.append((a, b))
+                for a, b in pairs:
+                    await a.synced()
+                    await b.synced()
+                for doc, (a, _b) in zip(docs, pairs):
+                    a.text.insert(0, f"in {doc}")
+                for a, _b in pairs:
+                    await a.flush()
+                async with asyncio.timeout(30):
+                    for doc, (_a, b) in zip(docs, pairs):
+                        await b.wait_for(lambda b=b, doc=doc: str(b.text) == f"in {doc}", 30)
+
+        asyncio.run(scenario())
+        for hub in hubs:
+            shards = hub.request("GET", "/healthz")[1]["cluster"]["shards"]
+            assert sum(shards) == len(docs) and len(shards) > 1
+            assert max(shards) < len(docs) / 4, shards  # spread, not all on one reader
     finally:
         stop_all(hubs)

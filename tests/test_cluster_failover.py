@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from collab.testing import HUB_ONLY, HAProxy, HubProcess, free_port
-from tests.test_cluster import cluster_env, converged, log_seqs, stop_all, type_words
+from tests.test_cluster import cluster_env, converged, log_seqs, start_hubs, stop_all, type_words
 from tests.test_js_interop import js  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.node, pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
@@ -96,8 +96,15 @@ def private_redis(tmp_path):
                 assert time.monotonic() < deadline, "private redis-server did not start"
                 time.sleep(0.05)
 
+        def pause(self) -> None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+        def resume(self) -> None:
+            self.proc.send_signal(signal.SIGCONT)
+
         def kill(self) -> None:
             if self.proc is not None:
+                self.resume()
                 self.proc.kill()
                 self.proc.wait(10)
                 self.proc = None
@@ -108,35 +115,77 @@ def private_redis(tmp_path):
     server.kill()
 
 
+def four_peers(hubs: list[HubProcess], js, title: str) -> tuple[str, list]:
+    """A new document and four synced stock clients on it, client i on hub i mod 2."""
+    doc_id, _ = hubs[0].create_doc(title)
+    clients = [js(hubs[i % 2].ws_url, doc_id, name=n) for i, n in enumerate(("ann", "bob", "cyd", "dan"))]
+    for c in clients:
+        c.wait_synced()
+    return doc_id, clients
+
+
+def served_alone(clients, during: dict[str, list[str]], what: str) -> None:
+    """Each client (client i on process i mod 2) got the words its own process's other peers
+    typed ``during`` an outage of Redis."""
+    for c in clients:
+        mates = [o for o in clients if o is not c and clients.index(o) % 2 == clients.index(c) % 2]
+        words = [w for o in mates for w in during[o.name]]
+        c.wait_for(lambda c: all(w in (c.text or "") for w in words), what)
+
+
+def caught_up(pg_url: str, doc_id: str, clients, typed: dict[str, list[str]], *parts: dict[str, list[str]]) -> None:
+    """Everybody converges on every word typed, and the log is one gap-free sequence."""
+    for part in parts:
+        for name, words in part.items():
+            typed[name] += words
+    converged(clients, typed, timeout=40)
+    seqs = log_seqs(pg_url, doc_id)
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
 def test_redis_restart_mid_burst_loses_nothing(tmp_path, pg_url, private_redis, js):
-    hubs = [HubProcess(tmp_path / f"hub{i}", db=pg_url, env=cluster_env(private_redis.url),
-                       allow_in_log=()) for i in range(2)]
+    hubs = start_hubs(tmp_path, 2, pg_url, private_redis.url)
     try:
-        for hub in hubs:
-            hub.start()
-        doc_id, _ = hubs[0].create_doc("redis restart")
-        clients = [js(hubs[i % 2].ws_url, doc_id, name=n) for i, n in enumerate(("ann", "bob", "cyd", "dan"))]
-        for c in clients:
-            c.wait_synced()
+        doc_id, clients = four_peers(hubs, js, "redis restart")
         typed = type_words(clients, 10, pause=0.01)
         private_redis.kill()  # mid-burst: nothing of the stream survives (no persistence)
         during = type_words(clients, 10, pause=0.02, tag="d")
-        # Each process kept serving its own peers while Redis was away.
-        for c in clients:
-            mates = [o for o in clients if o is not c and clients.index(o) % 2 == clients.index(c) % 2]
-            words = [w for o in mates for w in during[o.name]]
-            c.wait_for(lambda c: all(w in (c.text or "") for w in words), "same-process words without redis")
+        served_alone(clients, during, "same-process words without redis")  # each process kept serving
         private_redis.start()
-        after = type_words(clients, 10, pause=0.01, tag="r")
-        for part in (during, after):
-            for name, words in part.items():
-                typed[name] += words
-        converged(clients, typed, timeout=40)
-        seqs = log_seqs(pg_url, doc_id)
-        assert seqs == list(range(1, len(seqs) + 1))
+        caught_up(pg_url, doc_id, clients, typed, during, type_words(clients, 10, pause=0.01, tag="r"))
         # What each process missed while Redis was away, it read from the database.
         for hub in hubs:
             assert hub.request("GET", "/healthz")[1]["cluster"]["gaps_filled"] > 0
+    finally:
+        stop_all(hubs)
+
+
+def test_redis_paused_mid_typing_commits_go_on_and_the_processes_catch_up(tmp_path, pg_url, private_redis, js):
+    """Redis stops answering (SIGSTOP: connections stay open, nothing comes back) while peers
+    type on two processes: each process keeps committing and serving its own peers; when Redis
+    answers again each reads what it missed from the database and everybody converges."""
+    hubs = start_hubs(tmp_path, 2, pg_url, private_redis.url)
+    try:
+        doc_id, clients = four_peers(hubs, js, "redis paused")
+        typed = type_words(clients, 5, pause=0.02)
+        converged(clients, typed)
+        committed_before = len(log_seqs(pg_url, doc_id))
+        private_redis.pause()
+        paused_at = time.monotonic()
+        try:
+            during = type_words(clients, 10, pause=0.05, tag="p")
+            served_alone(clients, during, "same-process words, redis paused")
+            # Commits went on: every word typed meanwhile is in the log.
+            deadline = time.monotonic() + 10
+            while len(log_seqs(pg_url, doc_id)) < committed_before + 40:
+                assert time.monotonic() < deadline, "commits stopped while redis was paused"
+                time.sleep(0.1)
+            time.sleep(max(0.0, paused_at + 8 - time.monotonic()))  # past the clients' socket timeouts
+        finally:
+            private_redis.resume()
+        caught_up(pg_url, doc_id, clients, typed, during, type_words(clients, 5, pause=0.02, tag="r"))
+        for hub in hubs:
+            assert hub.request("GET", "/healthz")[1]["cluster"]["redis"] is True
     finally:
         stop_all(hubs)
 
