@@ -2,6 +2,7 @@
 PostgreSQL and one Redis, and many documents joining at once.
 
     python -m bench scale [--processes 1,2,3] [--clients 8] [--edits 100] [--rate 10] [--docs 1000] [--quick]
+                          [--only paced|burst|joins] [--reps N] [--no-alone] [--no-node]
 
 Rows, all in one run, side by side:
   - ``1 alone``: one hub on PostgreSQL without a cluster (what a lone hub does today),
@@ -137,11 +138,14 @@ def run(urls: str, cpu, args: list[str], row: Row, timeout: float) -> Row:
 def measure(label: str, n: int, urls: str, cpu, opts, timeout: float) -> list[Row]:
     rows = []
     for scenario, extra in (("paced", ["--rate", str(opts.rate)]), ("burst", [])):
+        if opts.only not in (None, scenario):
+            continue
         doc = f"scale-{scenario}-{uuid.uuid4().hex[:6]}"
         rows.append(run(urls, cpu, ["--doc", doc, "--clients", str(opts.clients), "--edits", str(opts.edits),
                                     "--mode", scenario, *extra], Row(label, scenario, n), timeout))
-    rows.append(run(urls, cpu, ["--doc", f"join-{uuid.uuid4().hex[:6]}", "--clients", str(opts.docs),
-                                "--mode", "joins"], Row(label, f"{opts.docs} docs", n), timeout))
+    if opts.only in (None, "joins"):
+        rows.append(run(urls, cpu, ["--doc", f"join-{uuid.uuid4().hex[:6]}", "--clients", str(opts.docs),
+                                    "--mode", "joins"], Row(label, f"{opts.docs} docs", n), timeout))
     return rows
 
 
@@ -175,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=10.0, help="paced: edits/s per client")
     ap.add_argument("--docs", type=int, default=1000, help="the many-documents room: clients, one document each")
     ap.add_argument("--no-node", action="store_true")
+    ap.add_argument("--no-alone", action="store_true", help="skip the lone hub (no cluster) row")
+    ap.add_argument("--only", choices=["paced", "burst", "joins"], help="one scenario only")
+    ap.add_argument("--reps", type=int, default=1, help="repeat every row (configs back to back each time)")
     ap.add_argument("--quick", action="store_true", help="small loads (a smoke run)")
     ap.add_argument("--timeout", type=float, default=180)
     opts = ap.parse_args(argv)
@@ -186,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         redis = Redis(work)
         try:
-            configs = [("1 alone", 1, None)] + [(f"{n} cluster", n, redis.url) for n in counts]
-            for label, n, cluster in configs:
+            configs = [] if opts.no_alone else [("1 alone", 1, None)]
+            configs += [(f"{n} cluster", n, redis.url) for n in counts]
+            for label, n, cluster in configs * opts.reps:
                 db = Database()
                 hubs = None
                 try:
@@ -200,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             if not opts.no_node:
                 node = NodeServer(work)
                 try:
-                    rows += measure("node", 1, node.ws_url, lambda: [node.cpu()], opts, opts.timeout)
+                    for _ in range(opts.reps):
+                        rows += measure("node", 1, node.ws_url, lambda: [node.cpu()], opts, opts.timeout)
                 finally:
                     node.stop()
         finally:
