@@ -168,7 +168,7 @@ def print_table(rows: list[Row]) -> None:
                   f"{fmt(r.cpu_us):>14}{fmt(busiest):>9}{'':>9}{'':>18}  {'converged' if r.converged else 'DIVERGED'}")
         else:
             print(f"{r.label:<12}{r.scenario:<11}{'':>11}{'':>9}{'':>18}{'':>18}{'':>14}{'':>9}"
-                  f"{r.joins_per_s:>9.0f}{ms(r.sync):>18}  CPU {sum(r.cpu):.2f} s")
+                  f"{r.joins_per_s:>9.0f}{ms(r.sync):>18}  CPU {sum(r.cpu):.2f} s ({' + '.join(f'{c:.2f}' for c in r.cpu)})")
 
 
 def main(argv: list[str] | None = None) -> int:
