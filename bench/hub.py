@@ -518,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="20 people typing 50 edits/s against the hub as `make serve` starts it (graph on) and with "
                          "the graph off, beside Node (no B4 replay unless asked with --b4)")
     ap.add_argument("--b4", action="store_true", help="with --serve: also replay B4")
+    ap.add_argument("--graph-off-only", action="store_true",
+                    help="with --serve: only the hubs with the graph off (quicker, for the CPU target)")
     ap.add_argument("--baseline", type=Path,
                     help="with --serve: also hubs run from this checkout (graph on and off), e.g. a worktree of main")
     args, _unknown = ap.parse_known_args(argv)  # tolerate flags meant for other benches (python -m bench)
@@ -540,10 +542,12 @@ def main(argv: list[str] | None = None) -> int:
         servers: list[Server] = []
         try:
             if args.serve:
-                hub = HubServer(work, graph=True, name="tm serve")
-                servers += [hub, HubServer(work, name="tm nograph")]
+                graph = not args.graph_off_only
+                hub = HubServer(work, name="tm nograph")
+                servers += [HubServer(work, graph=True, name="tm serve"), hub] if graph else [hub]
                 if args.baseline:
-                    servers.append(HubServer(work, graph=True, name="before", source=args.baseline))
+                    if graph:
+                        servers.append(HubServer(work, graph=True, name="before", source=args.baseline))
                     servers.append(HubServer(work, name="before ng", source=args.baseline))
             else:
                 hub = HubServer(work)

@@ -111,6 +111,9 @@ class Room:
         #: Tickets of entries with more than typing makes (maps, embeds, types...): after them the doc's
         #: whole state is checked to decode (pycrdt encodes some hostile structs unreadably).
         self._verify: set[int] = set()
+        #: ``(update, sender)`` of each run applied in the current commit batch, relayed together
+        #: once the batch is applied (see ``_relay_batch``).
+        self._relay: list[tuple[bytes, Peer | None]] = []
 
     def _build_doc(self, loaded: LoadedDocument) -> Doc:
         """A doc holding ``loaded``; if pycrdt panics on the merged state, it is rebuilt entry by
@@ -532,6 +535,7 @@ class Room:
         """Apply and relay committed entries. A run of consecutive entries from the same
         socket and author is applied in one transaction and relayed as one update:
         one observer call, one event and one send per peer instead of one per keystroke."""
+        self._relay.clear()
         i = 0
         while i < len(entries):
             origin = self._origins.pop(entries[i].ticket, None)
@@ -547,6 +551,7 @@ class Room:
                 j += 1
             self._apply_isolated(entries[i:j], origin)
             i = j
+        self._relay_batch()
         self._release_presence(self.applied_ticket)
         if self._gapped:  # what they waited for may have come from another process or the log
             self._retry_gapped()
@@ -644,7 +649,7 @@ class Room:
         summary = UpdateSummary("", 0)
         if self._changes:  # else nothing was new (a repeated update)
             update = self._changes[0]
-            self._broadcast(sync_update(update), exclude=origin, update=update, later=True)
+            self._relay.append((update, origin))
             try:
                 summary = summarize(update)
             except Exception as exc:  # noqa: BLE001 - e.g. a content kind we cannot read: only the summary is lost
@@ -670,6 +675,22 @@ class Room:
                 },
             )
         )
+
+    def _relay_batch(self) -> None:
+        """Queue what a commit batch changed for every peer, as one message.
+
+        A lone run goes to everyone but its sender. Several runs (several typists in one group
+        commit) are merged once and the same message goes to every peer, their senders too:
+        a client ignores what it already has (the Node server echoes every update), and one
+        merge per batch is far cheaper than a merge per peer of all runs but its own."""
+        if not self._relay:
+            return
+        if len(self._relay) == 1:
+            update, origin = self._relay[0]
+        else:
+            update, origin = pycrdt.merge_updates(*(u for u, _ in self._relay)), None
+        self._relay.clear()
+        self._broadcast(sync_update(update), exclude=origin, update=update, later=True)
 
     def failed(self, entry: LogEntry, exc: BaseException) -> None:
         """The database refused this update: it was never applied or relayed. The sender's client
