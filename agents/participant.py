@@ -38,6 +38,7 @@ from .anchors import RelPos, byte_index, item_position, resolve, state_vector, u
 from .exceptions import HubUnreachable, ModelFailed, RunCancelled, RunLeased, RunRefused
 from .prompts import Edit, Mode, Task, build_request
 from .runs import RunStatus, RunStore
+from .token_view import score_run
 
 __all__ = ["Participant", "AGENT_RUNS", "SUGGESTIONS", "light", "compose"]
 
@@ -284,7 +285,11 @@ class Participant:
                 await self.client.flush()
                 raise RunCancelled("cancelled")
             await self._write(doc, chunker.rest(), first=first, final=True)
-            return self._result()
+            result = self._result()
+            view = await asyncio.to_thread(self._token_view, request)
+            if view is not None:
+                result["token_view"] = view
+            return result
         finally:
             self._stop.set()
             beat.cancel()
@@ -308,6 +313,15 @@ class Participant:
         except Exception as exc:  # noqa: BLE001 - any engine crash fails the run with its reason
             log.exception("run %s: generation crashed", self.run_id)
             put("error", ModelFailed(f"the model call failed: {type(exc).__name__}: {exc}"))
+
+    def _token_view(self, request: Any) -> dict[str, Any] | None:
+        """The written text's per-token scores (``token_view``). A failure here costs only the
+        view: the text is in the document and the run is done, so it is logged, not raised."""
+        try:
+            return score_run(self.engine, request, self.written)
+        except Exception:  # noqa: BLE001 - e.g. a backend that does not score prompts (vLLM)
+            log.warning("run %s: no token view", self.run_id, exc_info=True)
+            return None
 
     async def _heartbeat(self) -> None:
         """Renew the lease and notice cancellation: the writer stops within one beat, even while

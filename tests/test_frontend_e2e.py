@@ -753,6 +753,17 @@ def test_agent_run_from_the_panel_streams_into_both_browsers(agent_web, pages):
         p.wait_text("t === arg", final, "the agent's whole text")
     alice.screenshot("agent-run-alice-done")
     bob.screenshot("agent-run-bob-done")
+    # the token view (scored by the worker): the run's text, one shaded span per token; the Plain
+    # persona is not steered, so there is no steering-effect view to pick
+    view = run["result"]["token_view"]
+    assert view["steered"] is False and "".join(t[0] for t in view["tokens"]) == written, view
+    shown = alice.eval("() => { const v = document.querySelector('.agents .token-view'); return v && "
+                       "[v.querySelectorAll('.tok').length, v.querySelector('.token-text').textContent, "
+                       "v.querySelectorAll('input[type=radio]').length, v.querySelector('.tok').title] }")
+    assert shown[:3] == [len(view["tokens"]), written, 1], shown
+    assert "surprise" in shown[3] and "nats" in shown[3], shown
+    alice.eval("() => { document.querySelector('.agents .token-view').scrollIntoView(); return true }")
+    alice.screenshot("agent-run-token-view")
     assert alice.eval("() => [document.querySelector('[data-action=run-agent]').disabled, "
                       "document.querySelector('[data-action=cancel-run]').disabled]") == [False, True]  # ready again
 

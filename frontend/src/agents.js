@@ -6,6 +6,7 @@ import * as Y from 'yjs'
 import { createApi, docPath } from './api.js'
 import { h, setChildren, nextId, announce, debounce } from './ui.js'
 import { styleMaker } from './vectors.js'
+import { tokenView } from './tokenview.js'
 
 export const TASKS = [
   { id: 'continue', label: 'Continue', help: 'Write on from the cursor' },
@@ -168,6 +169,7 @@ export function agentPanel ({ docId, token, session, canWrite, getSelection }) {
 
   // run / cancel with live status
   const statusLine = h('p', { class: 'run-status', role: 'status', 'aria-live': 'polite' })
+  const tokenBox = h('div', { class: 'token-box' })
   const runBtn = h('button', { type: 'button', class: 'btn', dataset: { action: 'run-agent' }, onclick: () => start() }, '▶ Run agent')
   const cancelBtn = h('button', { type: 'button', class: 'btn btn-ghost', dataset: { action: 'cancel-run' }, disabled: true, onclick: () => cancel() }, '■ Cancel')
 
@@ -187,6 +189,7 @@ export function agentPanel ({ docId, token, session, canWrite, getSelection }) {
     }
     try {
       setStatus('queued')
+      setChildren(tokenBox)
       const { run_id: id } = await api.post(docPath(docId, '/runs'), body)
       run = { id, timer: null }
       cancelBtn.disabled = false
@@ -201,7 +204,10 @@ export function agentPanel ({ docId, token, session, canWrite, getSelection }) {
     try {
       const r = await api.get(docPath(docId, `/runs/${run.id}`))
       setStatus(r.status, r.error)
-      if (TERMINAL.has(r.status)) return finish()
+      if (TERMINAL.has(r.status)) {
+        setChildren(tokenBox, tokenView(r.result && r.result.token_view))
+        return finish()
+      }
     } catch (err) { statusLine.textContent = `⚠ Lost track of the run: ${err.message}` }
     run.timer = setTimeout(poll, 800)
   }
@@ -229,7 +235,7 @@ export function agentPanel ({ docId, token, session, canWrite, getSelection }) {
     h('details', { class: 'preview-box' }, h('summary', {}, 'Preview steered vs default'),
       h('label', { for: promptId }, 'Prompt'), prompt,
       h('button', { type: 'button', class: 'btn btn-secondary btn-small', onclick: runPreview }, 'Generate preview'), preview),
-    h('div', { class: 'row' }, runBtn, cancelBtn), statusLine)
+    h('div', { class: 'row' }, runBtn, cancelBtn), statusLine, tokenBox)
   el.append(banner, fields)
   renderSteering()
 
