@@ -116,6 +116,8 @@ class VectorJobRow(Base):
     layers: Mapped[list] = mapped_column(JSON, default=list)
     #: "In my voice": {doc_ids, author_id}; the worker makes the pairs.
     voice: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    #: A PSR vector: the instruction whose effect it learns ("write about winter").
+    instruction: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     requested_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,8 +1,8 @@
 """Personas: named agents with a default prompt, model and steering spec, kept in the database.
 
 The steering is stored in the inference layer's spec form (``[{source, strength, ...}]``). The
-browser speaks ``[{kind, id, strength}]`` (``kind`` ``vector`` = a CAA vector, ``feature`` = an
-SAE feature ``SAE_ID#N``); :func:`normalize_steering` accepts both, and personas are served with
+browser speaks ``[{kind, id, strength}]`` (``kind`` ``vector`` = a CAA vector, ``psr`` = a PSR
+vector, ``feature`` = an SAE feature ``SAE_ID#N``); :func:`normalize_steering` accepts both, and personas are served with
 both spellings on every term so the agent panel can show and send them back.
 """
 
@@ -50,8 +50,10 @@ def normalize_steering(raw: Any) -> list[dict]:
             source = f"caa:{ident}"
         elif kind in ("feature", "sae"):
             source = f"sae:{ident}"
+        elif kind == "psr":
+            source = f"psr:{ident}"
         else:
-            raise InvalidSteeringSpec(f"steering[{i}].kind must be 'vector' or 'feature', not {kind!r}")
+            raise InvalidSteeringSpec(f"steering[{i}].kind must be 'vector', 'psr' or 'feature', not {kind!r}")
         terms.append({"source": source,  # no strength: the source's calibrated default (inference)
                       **{k: v for k, v in term.items() if k in _SPEC_FIELDS - {"source"}}})
     try:

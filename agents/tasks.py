@@ -210,7 +210,8 @@ def _release(res: Resources, run_id: str, owner: str) -> None:
 
 def build_vector(self, job_id: str) -> dict[str, Any]:
     """(Celery task ``tinymorph.vectors.build``.) Build the job's vector with the reference engine,
-    reporting progress per pair; any failure marks the job failed with its reason."""
+    reporting progress per pair (or, for an instruction, per PSR training stage); any failure marks
+    the job failed with its reason."""
     from inference import InferenceError
 
     from .vector_jobs import JobStatus, VectorJobs
@@ -226,12 +227,22 @@ def build_vector(self, job_id: str) -> dict[str, Any]:
         layers = job["layers"] or [info.n_layers // 3]
         if max(layers) >= info.n_layers:
             raise InvalidVectorRequest(f"layers: this model has layers 1-{info.n_layers - 1}")
+        if job.get("instruction"):
+            layers = layers[:1]  # PSR learns at one layer
+            _train_psr(res, job, layers[0], lambda fraction: jobs.update(job_id, progress=round(fraction, 3)))
+            jobs.update(job_id, status=str(JobStatus.READY), progress=1.0, layers=layers)
+            return {"job_id": job_id, "status": "ready", "layers": layers}
         pairs, share = [tuple(p) for p in job["pairs"]], 1.0
         if job.get("voice"):  # first the pairs (half the progress), then the vector
             pairs, share = _voice_pairs(res, job["voice"], lambda done: jobs.update(job_id, progress=done / 2)), 0.5
+        # Building takes the first 80% of the progress, calibrating its strength the rest.
+        start = 1 - share
         inference.library.build(job["name"], info, pairs, layers,
                                 source=f"voice:{job['voice']['author_id']}" if job.get("voice") else f"rest:{job['requested_by']}",
-                                on_pair=lambda done, total: jobs.update(job_id, progress=1 - share + share * done / total))
+                                on_pair=lambda done, total: jobs.update(
+                                    job_id, progress=round(start + 0.8 * share * done / total, 3)))
+        _calibrate(res, job["name"], info.key, pairs,
+                   lambda f: jobs.update(job_id, progress=round(start + share * (0.8 + 0.19 * f), 3)))
     except (InferenceError, InvalidVectorRequest) as exc:
         jobs.update(job_id, status=str(JobStatus.FAILED), error=str(exc))
         return {"job_id": job_id, "status": "failed", "error": str(exc)}
@@ -241,6 +252,39 @@ def build_vector(self, job_id: str) -> dict[str, Any]:
         return {"job_id": job_id, "status": "failed", "error": str(exc)}
     jobs.update(job_id, status=str(JobStatus.READY), progress=1.0, layers=layers)
     return {"job_id": job_id, "status": "ready", "layers": layers}
+
+
+def _calibrate(res: Resources, name: str, model_key: str, pairs: list[tuple[str, str]], progress: Any) -> None:
+    """Measure the new vector's default strength and range on the default engine (the one runs
+    use) and store them with it (``inference.steering.calibration``: the largest strength within
+    the fluency budget whose continuations move toward the positive examples, by MiniLM). The
+    ladder's size comes from ``CalibrationConfig.from_env`` (``TINYMORPH_CALIBRATION``)."""
+    import numpy as np
+
+    from inference.embeddings import Embedder
+    from inference.steering.calibration import CalibrationConfig, calibrate, pair_concept
+
+    embedder = Embedder()
+    concept = pair_concept(lambda texts: np.asarray(embedder.embed(list(texts))[0]), pairs)
+    guide, points = calibrate(res.engine(""), {"source": f"caa:{name}"}, concept, CalibrationConfig.from_env(),
+                              progress)
+    res.inference.library.set_provenance(name, model_key, strength=guide.to_json() | {
+        "points": [p.to_json() for p in points]})
+
+
+def _train_psr(res: Resources, job: dict[str, Any], layer: int, progress: Any) -> None:
+    """PSR (``inference.steering.psr``): learn the instruction's effect with the torch engine from
+    texts the default engine (llama.cpp: faster) writes, store it as ``psr:NAME``. The training's
+    size comes from ``PSRConfig.from_env`` (``TINYMORPH_PSR``: tests make it tiny)."""
+    import dataclasses
+
+    from inference.steering.psr import PSRConfig, train
+
+    inference = res.inference
+    engine = inference.torch_engine()
+    config = dataclasses.replace(PSRConfig.from_env(), layer=layer)
+    psr = train(engine, job["instruction"], config, writer=res.engine(""), progress=lambda f, _msg: progress(0.99 * f))
+    inference.library.put_psr(job["name"], engine.info, psr, source=f"rest:{job['requested_by']}")
 
 
 def _voice_pairs(res: Resources, voice: dict[str, Any], progress: Any) -> list[tuple[str, str]]:

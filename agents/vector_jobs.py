@@ -61,6 +61,8 @@ class VectorRequest:
     #: None: the model's default layer (a third of the way up), chosen by the worker.
     layers: list[int] | None
     voice: Voice | None = None
+    #: A PSR vector (``inference.steering.psr``): the instruction whose effect it learns, at one layer.
+    instruction: str | None = None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "VectorRequest":
@@ -68,17 +70,33 @@ class VectorRequest:
         name = body.get("name")
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidVectorRequest("name: 1-64 letters, digits, '_', '-' or '.'")
-        if ("pairs" in body) == ("voice" in body):
-            raise InvalidVectorRequest("give either pairs (your examples) or voice (your writing), not both")
+        given = [k for k in ("pairs", "voice", "instruction") if k in body]
+        if len(given) != 1:
+            raise InvalidVectorRequest("give exactly one of pairs (your examples), voice (your writing) or "
+                                       "instruction (what the style should do); got " + (" and ".join(given) or "none"))
         voice = _voice(body["voice"]) if "voice" in body else None
-        pairs = _pairs(body["pairs"]) if voice is None else []
+        instruction = _instruction(body["instruction"]) if "instruction" in body else None
+        pairs = _pairs(body["pairs"]) if "pairs" in body else []
         layers = body.get("layers")
         if layers is not None:
             if (not isinstance(layers, list) or not 1 <= len(layers) <= MAX_LAYERS
                     or not all(type(x) is int and x >= 1 for x in layers)):
                 raise InvalidVectorRequest(f"layers: a list of 1-{MAX_LAYERS} layer numbers (integers >= 1)")
             layers = sorted(set(layers))
-        return cls(name, pairs, layers, voice)
+            if instruction is not None and len(layers) != 1:
+                raise InvalidVectorRequest("layers: a PSR vector (instruction) is learnt at one layer; give one or none")
+        return cls(name, pairs, layers, voice, instruction)
+
+
+def _instruction(text: Any) -> str:
+    """``psr.check_instruction``'s rules, said as this API's 400."""
+    from inference.exceptions import InvalidSteering
+    from inference.steering.psr import check_instruction
+
+    try:
+        return check_instruction(text)
+    except InvalidSteering as exc:
+        raise InvalidVectorRequest(str(exc)) from None
 
 
 def _voice(v: Any) -> Voice:
@@ -126,7 +144,7 @@ class VectorJobs:
                 raise VectorBusy(f"vector {req.name!r} is already being built")
             row = {"id": uuid.uuid4().hex, "name": req.name, "status": str(JobStatus.BUILDING), "progress": 0.0,
                    "pairs": [list(p) for p in req.pairs], "layers": req.layers or [], "error": None,
-                   "voice": req.voice.to_json() if req.voice else None,
+                   "voice": req.voice.to_json() if req.voice else None, "instruction": req.instruction,
                    "requested_by": requested_by, "created_at": utcnow(), "updated_at": utcnow()}
             conn.execute(sa.insert(VectorJobRow), row)
         return row
@@ -153,7 +171,7 @@ class VectorJobs:
 
 def vector_json(name: str, job: dict[str, Any] | None, stored: list[Any], shipped: bool) -> dict[str, Any]:
     """What the API says of one vector: its newest job where it has one, else the library's rows."""
-    from inference.steering import guide_for
+    from inference.steering.strengths import stored_guide
 
     if job is not None and job["status"] != JobStatus.READY:
         status, progress = job["status"], job["progress"]
@@ -167,7 +185,8 @@ def vector_json(name: str, job: dict[str, Any] | None, stored: list[Any], shippe
         "provenance": stored[0].provenance if stored else ({"method": "caa", "pairs": len(job["pairs"]),
                                                             "voice": job.get("voice"),
                                                             "requested_by": job["requested_by"]} if job else {}),
-        **guide_for(f"caa:{name}").to_json(),
+        # its own measured strength once calibrated (``tasks._calibrate``), else the general guide
+        **stored_guide(f"caa:{name}", stored[0].provenance if stored else None).to_json(),
     }
     if job is not None and job.get("error"):
         out["error"] = job["error"]

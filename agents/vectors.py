@@ -1,7 +1,7 @@
 """Steering vectors a writer makes from examples, over REST; built by a worker, not the hub.
 
-    POST   /api/vectors               {name, pairs: [[positive, negative], ...] or voice: {doc_ids, author_id?},
-                                       layers?} → 202 {status: building}
+    POST   /api/vectors               {name, pairs: [[positive, negative], ...] or voice: {doc_ids, author_id?}
+                                       or instruction: "write about winter", layers?} → 202 {status: building}
     GET    /api/vectors               every vector: shipped, built here, building or failed
     GET    /api/vectors/{name}        {status, progress, layers, default_strength, recommended, provenance, ...}
     DELETE /api/vectors/{name}
@@ -12,7 +12,10 @@ worker loads the reference (torch) engine, runs each pair through the model (CAA
 layer's ``VectorLibrary.build``), reports progress per pair and stores the vector in the
 library, where ``{"source": "caa:NAME"}`` finds it on ``/v1``, in runs and personas. "In my voice"
 (``voice``) makes the pairs from the writer's own paragraphs, found through the log's attribution,
-each against the model's rewrite of it (``tasks._voice_pairs``).
+each against the model's rewrite of it (``tasks._voice_pairs``). An ``instruction`` trains a PSR
+vector instead (``inference.steering.psr``: a direction and a coefficient per token that imitate
+what the instruction does inside the model), kind ``psr``, steering as ``{"source": "psr:NAME"}``;
+on llama.cpp its coefficient is a constant (its mean), and the vector's answer says so.
 Strength guidance comes from the one place the API, personas and panel share
 (``inference.steering.guide_for``).
 """
@@ -59,6 +62,31 @@ def _shipped() -> set[str]:
     return set(shipped_vectors())
 
 
+#: What a PSR vector's answer says about llama.cpp (issue 16: "said so in the API's answer").
+PSR_APPROXIMATION = {"llama.cpp": "approximation: constant coefficient (the per-token coefficient's mean over the "
+                                  "training text: a control vector is one constant per layer)",
+                     "torch": "per-token coefficient (a forward hook)", "vllm": "per-token coefficient (a forward hook)"}
+
+
+def _described(name: str, job: dict[str, Any] | None, stored: list[Any], shipped: bool) -> dict[str, Any]:
+    """``vector_json``, plus what a PSR vector's answer needs: its kind, source, default strength
+    (stored with it) and how each backend serves its per-token coefficient; never a gate's weights."""
+    from inference.steering.vectors import psr_default_strength, public_provenance
+
+    out = vector_json(name, job, stored, shipped)
+    psr = (stored and stored[0].kind == "psr") or (not stored and job is not None and job.get("instruction"))
+    out["kind"] = "psr" if psr else out.get("kind", "caa")
+    if psr:
+        out["source"], out["approximation"] = f"psr:{name}", PSR_APPROXIMATION
+        if stored:
+            out["provenance"] = public_provenance(stored[0].provenance)
+            out["default_strength"] = round(psr_default_strength(stored[0].provenance), 4)
+            out.update((stored[0].provenance.get("strength") or {}))
+        else:
+            out["provenance"] = {"method": "psr", "instruction": job["instruction"], "requested_by": job["requested_by"]}
+    return out
+
+
 async def _one(request: Request, name: str) -> dict[str, Any]:
     service = service_of(request)
     job = (await asyncio.to_thread(_jobs(service).latest)).get(name)
@@ -66,7 +94,7 @@ async def _one(request: Request, name: str) -> dict[str, Any]:
     mine = [s for s in stored if s.name == name]
     if job is None and not mine and name not in _shipped():
         raise UnknownVectorName(f"no vector named {name!r}")
-    return vector_json(name, job, mine, name in _shipped())
+    return _described(name, job, mine, name in _shipped())
 
 
 async def create_vector(request: Request) -> Response:
@@ -84,7 +112,7 @@ async def create_vector(request: Request) -> Response:
         req = dataclasses.replace(req, voice=dataclasses.replace(req.voice, author_id=req.voice.author_id or ident.user_id))
     job = await asyncio.to_thread(_jobs(service).create, req, ident.user_id)
     await asyncio.to_thread(service.celery.send_task, VECTOR_TASK, args=[job["id"]])
-    return JSONResponse(vector_json(req.name, job, [], False), status_code=202)
+    return JSONResponse(_described(req.name, job, [], False), status_code=202)
 
 
 async def list_vectors(request: Request) -> Response:
@@ -93,7 +121,7 @@ async def list_vectors(request: Request) -> Response:
     jobs = await asyncio.to_thread(_jobs(service).latest)
     stored = await asyncio.to_thread(_library(request).list)
     names = sorted(set(jobs) | {s.name for s in stored} | _shipped())
-    return JSONResponse({"vectors": [vector_json(n, jobs.get(n), [s for s in stored if s.name == n], n in _shipped())
+    return JSONResponse({"vectors": [_described(n, jobs.get(n), [s for s in stored if s.name == n], n in _shipped())
                                      for n in names]})
 
 

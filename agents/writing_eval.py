@@ -176,15 +176,11 @@ def continue_opening(engine: Any, persona: Any, opening: Opening, seed: int) -> 
 
 
 def fluency_nll(engine: Any, opening: str, text: str) -> float | None:
-    """Mean NLL per token of ``text`` after ``opening`` under the unsteered model."""
-    from inference import GenerationRequest
+    """Mean NLL per token of ``text`` after ``opening`` under the unsteered model (what strength
+    calibration measures too: ``inference.steering.calibration.continuation_nll``)."""
+    from inference.steering.calibration import continuation_nll
 
-    if not text.strip():
-        return None
-    n_open = len(engine.tokenize(opening))
-    _ids, lps = engine.prompt_logprobs(GenerationRequest(prompt=f"{opening} {text}"))
-    tail = [e.logprob for e in lps[n_open:] if e is not None]
-    return float(-np.mean(tail)) if tail else None
+    return continuation_nll(engine, opening, text)
 
 
 @dataclass

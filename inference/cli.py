@@ -8,6 +8,7 @@ unless the program that registers them passes its own ``config``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -44,9 +45,12 @@ def register(subparsers: argparse._SubParsersAction,
     ls = vsub.add_parser("list")
     ls.set_defaults(func=_vectors_list)
     build = vsub.add_parser("build", help="build a CAA vector from a JSON file of [positive, negative] "
-                                          "pairs, or a shipped one by name (formal, joyful, concise)")
+                                          "pairs, or a shipped one by name (formal, joyful, concise), "
+                                          "or train a PSR vector from an instruction")
     build.add_argument("name")
     build.add_argument("--pairs", type=Path, help="JSON: {'pairs': [[pos, neg], ...]} or a list")
+    build.add_argument("--instruction", help="PSR: learn what this instruction does (e.g. 'write about winter'); "
+                                             "steer with psr:NAME")
     build.add_argument("--layer", type=int, action="append", help="layer(s); default: the file's")
     build.set_defaults(func=_vectors_build)
     export = vsub.add_parser("export", help="write a vector as a llama.cpp control-vector GGUF")
@@ -98,6 +102,17 @@ def _vectors_list(args) -> int:
 def _vectors_build(args) -> int:
     inf = _inference(args)
     info = inf.torch_engine().info
+    if args.instruction:
+        from .steering.psr import PSRConfig, train
+
+        config = PSRConfig.from_env()
+        if args.layer:
+            config = dataclasses.replace(config, layer=args.layer[0])
+        psr = train(inf.torch_engine(), args.instruction, config, writer=inf.engine())
+        for v in inf.library.put_psr(args.name, info, psr, source="cli"):
+            print(f"{v.name}	psr layer {v.layer}	strength {psr.strength:.3f}	" +
+                  " ".join(f"{k} {x:.3f}" for k, x in psr.losses.items()))
+        return 0
     if args.pairs:
         data = json.loads(args.pairs.read_text())
         pairs = data["pairs"] if isinstance(data, dict) else data
@@ -117,7 +132,8 @@ def _vectors_build(args) -> int:
 def _vectors_export(args) -> int:
     inf = _inference(args)
     info = inf.model_info()
-    inf.library.caa_vectors(args.name, info)  # builds a shipped vector on first use
+    if not inf.library.get(args.name, info.key):
+        inf.library.caa_vectors(args.name, info)  # builds a shipped vector on first use
     inf.library.export_gguf(args.name, info.key, args.path, GGUFLayers(args.convention))
     print(args.path)
     return 0

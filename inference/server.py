@@ -2,9 +2,10 @@
 
 Routes: ``GET /models``, ``POST /completions``, ``POST /chat/completions`` (plain or SSE),
 ``POST /embeddings``, ``POST /steer/compare``. Bodies take an extra ``steering`` field (a
-steering spec); ``usage`` carries ``timings``. Every failure is a 4xx/5xx JSON body in OpenAI's
-error shape, raised before the first streamed byte where it can be, so clients see normal API
-errors and the server keeps serving.
+steering spec); ``usage`` carries ``timings``; ``steering_notes`` (when present) says what the
+backend did differently from the spec (llama.cpp: a PSR coefficient per token at its mean).
+Every failure is a 4xx/5xx JSON body in OpenAI's error shape, raised before the first streamed
+byte where it can be, so clients see normal API errors and the server keeps serving.
 
 The app serves the ``Inference`` it is given; ``gguf:NAME`` sources name files in
 ``<config.data_dir>/control_vectors``.
@@ -204,11 +205,13 @@ def create_app(inference: Inference) -> Starlette:
                 finally:  # client gone or done: free the context now, not at garbage collection
                     await run_in_threadpool(stream.close)
 
-            def chunk_of(choice: dict, usage=None) -> str:
+            def chunk_of(choice: dict, usage=None, notes=None) -> str:
                 chunk = {"id": rid, "object": obj + (".chunk" if chat else ""), "created": created,
                          "model": engine.name, "choices": [choice]}
                 if usage is not None:
                     chunk["usage"] = usage.to_dict()
+                if notes:
+                    chunk["steering_notes"] = notes
                 return f"data: {json.dumps(chunk)}\n\n"
 
             async def _sse(stream):
@@ -230,7 +233,7 @@ def create_app(inference: Inference) -> Starlette:
                                       ev.logprobs, ev.token_ids, engine.token_bytes, top, offset)}
                         offset += len(ev.text)
                     first = False
-                    yield chunk_of(choice, ev.usage)
+                    yield chunk_of(choice, ev.usage, ev.steering_notes)
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream",
@@ -252,8 +255,11 @@ def create_app(inference: Inference) -> Starlette:
                     logprobs = {k: echo_lp[k] + logprobs[k] for k in logprobs}
             choice = {"index": 0, "text": echoed + result.text, "finish_reason": result.finish_reason,
                       "logprobs": logprobs}
-        return JSONResponse({"id": rid, "object": obj, "created": created, "model": engine.name,
-                             "choices": [choice], "usage": result.usage.to_dict()})
+        out = {"id": rid, "object": obj, "created": created, "model": engine.name,
+               "choices": [choice], "usage": result.usage.to_dict()}
+        if result.steering_notes:  # what this backend did differently from the spec (llama.cpp and PSR)
+            out["steering_notes"] = result.steering_notes
+        return JSONResponse(out)
 
     async def completions(request: Request):
         return await generate(request, chat=False)

@@ -829,7 +829,7 @@ def test_a_new_style_from_examples_starts_building_from_the_panel(web, pages):
     alice.click(".side [data-tab=agents]")
     alice.wait("() => document.querySelector('.agents-banner')?.dataset.state === 'ready'", what="the agent panel")
     alice.click(".style-maker summary")
-    alice.fill(".style-maker input[type=text]", "sunny")
+    alice.fill(".style-maker input[name=name]", "sunny")
     alice.fill(".style-maker textarea", "What a glorious morning! =>")
     alice.click("[data-action=build-style]")
     error = alice.wait("() => document.querySelector('.style-status.error')?.textContent", what="the refusal")

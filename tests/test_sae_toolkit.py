@@ -158,26 +158,29 @@ def test_decompose_caa_vector_and_downstream(tiny):
 
 
 def test_steering_eval_tiny(tiny):
-    from inference.sae import steering_eval as se
+    """The SAE methods of ``tinymorph eval steering`` (the rest: test_steering_eval.py)."""
+    from inference.steering import axbench as ab
+    from inference.steering.axbench_report import save
 
     inf = tiny[0]
-    cfg = se.EvalConfig(SAE_ID, {"ocean": se.CONCEPTS["ocean"]}, se.PROMPTS[:1], (0.0, 0.5), max_tokens=8,
-                        candidates=3)
-    rows = se.run(inf, cfg, progress=False)
-    assert len(rows) == 2 + 2 * 2 * 2
-    base = next(r for r in rows if r.condition == "unsteered")
-    prompt = next(r for r in rows if r.condition == "prompt")
-    assert base.nll_delta == 0
-    for r in rows:
-        if r.strength == 0.0:  # strength 0 is exactly the unsteered (or prompted) run
-            assert r.text == (base.text if r.condition == "steer" else prompt.text)
-        assert -1 <= r.concept_score <= 1 and 0 <= r.repetition <= 1
-    table, note = se.summarize(rows)
-    assert {(t["condition"], t["choice"]) for t in table} >= {("unsteered", "-"), ("prompt", "-"),
-                                                             ("steer", "input"), ("steer", "output")}
-    assert "Prompting alone" in note
-    png = se.save(rows, table, note, tiny[1].folder / "eval")
-    assert png.read_bytes()[:4] == b"\x89PNG"
+    cs = ab.ConceptSet.load()
+    cfg = ab.EvalConfig(SAE_ID, steers=(ab.Steer.SAE_INPUT, ab.Steer.SAE_OUTPUT), strengths=(0.5,), concepts=1,
+                        prompts_per_concept=1, tuning_concepts=1, tuning_prompts=1, build_prompts=2, candidates=3,
+                        max_tokens=8, build_max_tokens=24)
+    result = ab.run(inf, cfg, cs, progress=False)
+    assert [r.method for r in result.rows] == ["unsteered", "prompt", "sae-input", "prompt+sae-input",
+                                               "sae-output", "prompt+sae-output"]
+    steering = next(s for s in result.steering if s["concept"] == cs.eval[0].name)
+    cands = steering["sae_candidates"]
+    assert 1 <= len(cands) <= 3 and steering["layer"] == 10
+    # input-chosen: the largest rise in activation; output-chosen: the best output score among the candidates
+    assert steering["sae_input"] == max(cands, key=lambda c: c["input"])["feature"]
+    assert steering["sae_output"] == max(cands, key=lambda c: c["output"])["feature"]
+    for r in result.rows:
+        if r.method.endswith("sae-input") or r.method.endswith("sae-output"):
+            assert r.strength == 0.5
+    paths = save(result, tiny[1].folder / "eval")
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 
 
 def test_api(tiny, evaluated):

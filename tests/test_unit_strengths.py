@@ -3,18 +3,26 @@ default, the shipped personas use those defaults, and hubs that shipped the old 
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import sqlalchemy as sa
 from agents_support import migrated_store
 
 from agents.models import AgentRow
 from agents.personas import SHIPPED, PersonaStore, normalize_steering
-from inference.steering import CAA_GUIDE, CAA_GUIDES, SteeringSpec, guide_for
+from inference.exceptions import InvalidSteering
+from inference.steering import CAA_GUIDE, CAA_GUIDES, ModelInfo, SteeringSpec, StrengthGuide, guide_for, resolve
+from inference.steering.calibration import (CalibrationConfig, StrengthPoint, guide_from_points, pair_concept,
+                                            repeated_trigrams)
+from inference.steering.strengths import stored_guide
 
 
 def test_an_omitted_strength_is_the_calibrated_default():
     spec = SteeringSpec.from_json([{"source": "caa:joyful"}, {"source": "caa:my-own"}, {"source": "caa:formal",
                                                                                         "strength": -0.05}])
-    assert [t.strength for t in spec.terms] == [CAA_GUIDES["joyful"].default, CAA_GUIDE.default, -0.05]
+    # a shipped vector's default is known here; a built one's is its calibration, read at resolve time
+    assert [t.strength for t in spec.terms] == [CAA_GUIDES["joyful"].default, None, -0.05]
+    assert "strength" not in spec.terms[1].to_json()
     assert normalize_steering([{"kind": "vector", "id": "concise"}])[0]["strength"] == CAA_GUIDES["concise"].default
     assert guide_for("gguf:x.gguf") is None and guide_for("sae:s#1") is None
 
@@ -41,3 +49,58 @@ def test_old_shipped_strengths_are_upgraded_but_edits_are_kept(tmp_path):
     assert personas.get("muse").steering == next(p for p in SHIPPED if p.id == "muse").steering
     assert personas.get("scribe").steering[0]["strength"] == 0.15
     store.close()
+
+
+class _Library:
+    """A DirectionProvider with one built vector, calibrated at 0.3 (``mine``), and one not (``raw``)."""
+
+    def caa_vectors(self, name, model):
+        return {2: np.ones(model.d_model, np.float32)}
+
+    def caa_default_strength(self, name, model):
+        return stored_guide(f"caa:{name}", {"strength": StrengthGuide(0.3, 0.1, 0.3, "calibrated").to_json()}
+                            if name == "mine" else None).default
+
+
+def test_a_built_vectors_omitted_strength_is_its_stored_calibration():
+    model = ModelInfo(key="m", n_layers=4, d_model=8, layer_norms=(1.0, 2.0, 4.0, 8.0))
+    spec = SteeringSpec.from_json([{"source": "caa:mine"}, {"source": "caa:raw"}, {"source": "caa:mine", "strength": 0.5}])
+    scales = [iv.scale for iv in resolve(spec, model, _Library()).interventions]
+    assert scales == pytest.approx([0.3 * 4.0, CAA_GUIDE.default * 4.0, 0.5 * 4.0])
+
+
+def test_repeated_trigrams_counts_repeats_only():
+    assert repeated_trigrams("one two") == 0.0
+    assert repeated_trigrams("a b c d e") == 0.0
+    assert repeated_trigrams("a b c a b c") == pytest.approx(1 / 4)  # 4 trigrams, "a b c" once again
+
+
+def _point(s, dnll, concept, fluent=True, rises=True):
+    return StrengthPoint(s, 3.0 + dnll, dnll, 0.0, concept, fluent, rises)
+
+
+def test_the_guide_is_the_largest_fluent_strength_whose_concept_rose():
+    points = [_point(0, 0, 0.0, rises=False), _point(0.1, 0.1, 0.05), _point(0.2, 0.3, 0.1),
+              _point(0.3, 0.7, 0.2, fluent=False)]
+    guide = guide_from_points(points)
+    assert (guide.default, guide.low, guide.high) == (0.2, 0.1, 0.2)
+    assert guide.basis.startswith("calibrated")
+    # nothing raised the concept score: the gentlest strength tried, and the basis says so
+    flat = guide_from_points([_point(0, 0, 0.0, rises=False), _point(0.1, 0.1, 0.0, rises=False)])
+    assert flat.default == 0.1 and "no strength raised" in flat.basis
+
+
+def test_the_pair_concept_score_prefers_the_positive_side():
+    axis = {"warm": np.array([1.0, 0.0]), "cold": np.array([0.0, 1.0])}
+    embed = lambda texts: np.array([axis["warm"] if "sun" in t else axis["cold"] for t in texts])  # noqa: E731
+    score = pair_concept(embed, [("sun", "snow"), ("sunny day", "ice")])
+    assert score(["sun again"]) == pytest.approx(1.0) and score(["snow again"]) == pytest.approx(-1.0)
+
+
+def test_the_calibration_ladder_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TINYMORPH_CALIBRATION", '{"strengths": [0.1, 0.2], "seeds": [0]}')
+    cfg = CalibrationConfig.from_env()
+    assert cfg.strengths == (0.1, 0.2) and cfg.seeds == (0,) and cfg.max_delta_nll == 0.5
+    monkeypatch.setenv("TINYMORPH_CALIBRATION", '{"ladder": [1]}')
+    with pytest.raises(InvalidSteering, match="ladder"):
+        CalibrationConfig.from_env()

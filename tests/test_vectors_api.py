@@ -4,6 +4,7 @@ generation by name; bad requests get a clear 400, and the vector exports as a ll
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -29,8 +30,12 @@ PAIRS = [["What a glorious, sunlit morning; everything hums with delight!", "Wha
     ({"name": "x", "pairs": [["a", "b"]] * (MAX_PAIRS + 1)}, "at most"),
     ({"name": "x", "pairs": [["a", "b"]], "layers": [True]}, "layers"),
     ({"name": "x", "pairs": [["a", "b"]], "layers": [0]}, "layers"),
-    ({"name": "x", "pairs": [["a", "b"]], "voice": {"doc_ids": ["d"]}}, "not both"),
+    ({"name": "x", "pairs": [["a", "b"]], "voice": {"doc_ids": ["d"]}}, "got pairs and voice"),
     ({"name": "x", "voice": {"doc_ids": []}}, "voice.doc_ids"),
+    ({"name": "x"}, "got none"),
+    ({"name": "x", "instruction": "  "}, "instruction"),
+    ({"name": "x", "instruction": "write about winter", "pairs": [["a", "b"]]}, "got pairs and instruction"),
+    ({"name": "x", "instruction": "write about winter", "layers": [3, 4]}, "one layer"),
     ({"name": "x", "voice": {"doc_ids": ["d"], "author_id": 7}}, "voice.author_id"),
 ])
 def test_bad_requests_say_what_is_wrong(body, says):
@@ -43,10 +48,15 @@ def test_a_good_request_is_cleaned():
     assert req.pairs == [("happy", "sad")] and req.layers == [8, 12]
 
 
+#: Strength calibration after a build, made small for the suite (the default ladder: calibration.py).
+TINY_LADDER = {"strengths": [0.1, 0.3], "openings": ["The weather today was", "When we met, she"], "seeds": [0],
+               "max_tokens": 12}
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     proc = HubProcess(tmp_path_factory.mktemp("vectors") / "hub", auth_mode="tokens",
-                      env={"TINYMORPH_GRAPH_ENABLED": "false"}).start()
+                      env={"TINYMORPH_GRAPH_ENABLED": "false", "TINYMORPH_CALIBRATION": json.dumps(TINY_LADDER)}).start()
     proc.user_token = proc.issue_token("alice", "Alice")
     yield proc
     assert proc.stop() == 0
@@ -84,6 +94,10 @@ def test_a_vector_from_examples_builds_in_a_worker_and_steers_by_name(hub, tmp_p
     assert now["provenance"]["pairs"] == 3 and now["provenance"]["method"] == "caa"
     lo, hi = now["recommended"]
     assert 0 < lo <= now["default_strength"] <= hi  # strength guidance served with it
+    # ... measured on this vector by the worker (the ladder from the strength 0 up), stored with it
+    assert now["strength_basis"].startswith("calibrated"), now
+    points = now["provenance"]["strength"]["points"]
+    assert points[0]["strength"] == 0 and len(points) >= 2 and now["default_strength"] in TINY_LADDER["strengths"]
     assert [p for _, p in seen] == sorted(p for _, p in seen)  # progress only goes up
     listed = {v["name"]: v for v in hub.request("GET", "/api/vectors", None, owner)[1]["vectors"]}
     assert listed["sunny"]["status"] == "ready" and listed["joyful"]["shipped"] is True

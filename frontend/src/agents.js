@@ -144,7 +144,7 @@ export function agentPanel ({ docId, token, session, canWrite, getSelection }) {
   // a style made from examples joins the steering at the strength the backend recommends
   const maker = styleMaker({
     api, docId, onReady: (v) => {
-      const s = steeringItem({ id: v.name, label: v.name, kind: 'vector', default_strength: v.default_strength, recommended: v.recommended })
+      const s = steeringItem({ id: v.name, label: v.name, kind: v.kind === 'psr' ? 'psr' : 'vector', default_strength: v.default_strength, recommended: v.recommended })
       if (!chosen.some((c) => c.kind === s.kind && c.id === s.id)) chosen.push(s)
       renderSteering()
     },

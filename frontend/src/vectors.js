@@ -1,6 +1,8 @@
 // "New style from examples…": make a steering vector in the agent panel. The writer gives pairs
-// of examples (how it should sound ⇢ how it should not), or asks for "in my voice" from their own
-// paragraphs in this document; POST /api/vectors starts a build in a worker and answers at once,
+// of examples (how it should sound ⇢ how it should not), asks for "in my voice" from their own
+// paragraphs in this document, or describes the style in words (an instruction: a PSR vector that
+// imitates what that instruction does inside the model); POST /api/vectors starts a build in a
+// worker and answers at once,
 // and this polls GET /api/vectors/{name} for its progress. When it is ready it is handed to the
 // panel as a steering item with the strength guidance the backend serves.
 import { h, nextId, announce } from './ui.js'
@@ -15,10 +17,15 @@ export function parsePairs (text) {
 export function styleMaker ({ api, docId, onReady }) {
   const nameId = nextId('style-name')
   const pairsId = nextId('style-pairs')
-  const name = h('input', { id: nameId, type: 'text', placeholder: 'e.g. sunny', pattern: '[A-Za-z0-9_.\\-]{1,64}', autocomplete: 'off' })
+  const name = h('input', { id: nameId, name: 'name', type: 'text', placeholder: 'e.g. sunny', pattern: '[A-Za-z0-9_.\\-]{1,64}', autocomplete: 'off' })
   const pairs = h('textarea', { id: pairsId, rows: 4, placeholder: 'One pair a line: how it should sound => how it should not\nWhat a glorious morning! => What a grey morning.' })
   const voiceId = nextId('style-voice')
-  const voice = h('input', { id: voiceId, type: 'checkbox', onchange: () => { pairs.disabled = voice.checked } })
+  const voice = h('input', { id: voiceId, type: 'checkbox', onchange: () => { pairs.disabled = voice.checked || !!instruction.value.trim() } })
+  const instructionId = nextId('style-instruction')
+  const instruction = h('input', {
+    id: instructionId, name: 'instruction', type: 'text', maxlength: 300, autocomplete: 'off', placeholder: 'e.g. write about winter',
+    oninput: () => { pairs.disabled = voice.checked || !!instruction.value.trim() },
+  })
   const bar = h('progress', { max: 1, value: 0, hidden: true, 'aria-label': 'Building the style' })
   const note = h('p', { class: 'muted small style-status', role: 'status', 'aria-live': 'polite' })
   const build = h('button', { type: 'button', class: 'btn btn-secondary btn-small', dataset: { action: 'build-style' }, onclick: () => start() }, 'Build style')
@@ -27,6 +34,7 @@ export function styleMaker ({ api, docId, onReady }) {
   async function start () {
     const body = { name: name.value.trim() }
     if (voice.checked) body.voice = { doc_ids: [docId] }
+    else if (instruction.value.trim()) body.instruction = instruction.value.trim()
     else body.pairs = parsePairs(pairs.value)
     note.className = 'muted small style-status'
     try {
@@ -64,6 +72,7 @@ export function styleMaker ({ api, docId, onReady }) {
     h('label', { for: nameId }, 'Name'), name,
     h('label', { for: pairsId }, 'Examples'), pairs,
     h('label', { class: 'radio', for: voiceId }, voice, ' In my voice: from what I wrote in this document'),
+    h('label', { for: instructionId }, 'Or describe it (learns what this instruction does; takes minutes)'), instruction,
     h('div', { class: 'row' }, build, bar), note)
   return { el, destroy: () => clearTimeout(timer) }
 }

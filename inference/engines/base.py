@@ -162,13 +162,15 @@ class Usage:
 
 @dataclass
 class StreamEvent:
-    """A piece of generated text; the last event carries ``finish_reason`` and ``usage``.
-    ``logprobs`` (when asked for) line up with ``token_ids``."""
+    """A piece of generated text; the last event carries ``finish_reason``, ``usage`` and
+    ``steering_notes``. ``logprobs`` (when asked for) line up with ``token_ids``."""
     text: str
     token_ids: list[int] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    #: What this backend did differently from the spec (``Engine.steering_notes``).
+    steering_notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -178,6 +180,7 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    steering_notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -194,6 +197,9 @@ class Engine(ABC):
     backend: Backend
     #: First layer this backend can steer.
     min_steer_layer: int = 0
+    #: True where steering is one constant vector per layer (llama.cpp): a PSR coefficient per
+    #: token becomes its mean there, and the answer says so (``steering_notes``).
+    constant_steering: bool = False
 
     def __init__(self, name: str, model_path: Path, provider: Any = None) -> None:
         self.name = name
@@ -235,6 +241,10 @@ class Engine(ABC):
 
     def check_steering(self, steering: ResolvedSteering) -> None:
         """Raise UnsupportedSteering for what this backend cannot do."""
+
+    def steering_notes(self, steering: ResolvedSteering) -> list[str]:
+        """What this backend does differently from the spec, said in every answer it steers."""
+        return [f"{self.backend}: {note}" for note in steering.approximations()] if self.constant_steering else []
 
     # -- shared ---------------------------------------------------------------------------------
     def load(self) -> "Engine":
@@ -313,7 +323,7 @@ class Engine(ABC):
             pending += decoder.decode(b"", final=True)
         usage.cached_tokens = stats.cached_tokens
         usage.total_ms = (time.perf_counter() - t0) * 1000
-        yield StreamEvent(pending, pending_ids, finish, usage, pending_lp)
+        yield StreamEvent(pending, pending_ids, finish, usage, pending_lp, self.steering_notes(steering))
 
     def generate(self, request: GenerationRequest, prepared: tuple | None = None) -> Completion:
         text, ids, lps, last = [], [], [], None
@@ -322,7 +332,7 @@ class Engine(ABC):
             ids.extend(ev.token_ids)
             lps.extend(ev.logprobs)
             last = ev
-        return Completion("".join(text), ids, last.finish_reason, last.usage, lps)
+        return Completion("".join(text), ids, last.finish_reason, last.usage, lps, last.steering_notes)
 
     def prompt_logprobs(self, request: GenerationRequest, top: int = 0) -> tuple[list[int], list[TokenLogprob | None]]:
         """The prompt's token ids and each token's log-probability given the ones before it

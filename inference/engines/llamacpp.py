@@ -1,5 +1,9 @@
 """llama.cpp backend (default, CPU): control-vector steering and a pool of contexts.
 
+A control vector is one constant per layer: a PSR term (a coefficient per token) is applied at
+its mean coefficient, the constant-coefficient approximation, and every answer says so
+(``Engine.steering_notes``).
+
 A llama.cpp control vector belongs to a whole context, so steered and unsteered requests cannot
 share one. We keep a small pool of contexts, each remembering the steering its KV cache was
 computed with (its fingerprint) and the tokens in it. A request takes a free context with the
@@ -65,6 +69,7 @@ def _batches(tokens: list[int], size: int) -> list[list[int]]:
 class LlamaCppEngine(Engine):
     backend = Backend.LLAMA_CPP
     min_steer_layer = 1  # the control-vector buffer has no slot for layer 0
+    constant_steering = True  # a PSR term's coefficient per token becomes its mean (the answer says so)
 
     def __init__(self, name: str, model_path: Path, provider=None, *, data_dir: Path | None = None,
                  n_ctx: int = 2048, n_threads: int | None = None, pool_size: int = 4) -> None:

@@ -10,6 +10,9 @@ vLLM has no steering, and a batch mixes requests with different steering specs, 
   computed under one steering are never reused by another (generation-only steering leaves the
   prompt unsteered, so it shares the unsteered cache).
 
+A PSR term's coefficient per token (``steering.psr``) is computed in the same hook from the
+residual stream of each row, with its own request's gate (one gated term per layer and request).
+
 vLLM's decoder layers return ``(hidden, residual)`` with the residual stream = hidden + residual
 (it fuses the add into the next norm), so we add our delta to ``hidden``. The model runs eagerly
 (no CUDA graphs / torch.compile): hooks must run on every step.
@@ -30,7 +33,7 @@ from typing import Any, Iterator
 from .._modelfiles import model_key
 from ..config import default_data_dir
 from ..exceptions import BackendUnavailable, InvalidRequest, UnsupportedSteering
-from ..steering.spec import Method, ModelInfo, ResolvedSteering, Scope
+from ..steering.spec import Method, ModelInfo, ResolvedSteering, Scope, gate_coefficients
 from ._tokens import bytes_decoder, eos_candidates
 from .base import Backend, RunStats, SamplingParams
 from .torch_engine import TorchEngine, convert_gguf
@@ -60,11 +63,16 @@ def _install_steering_hooks(worker: Any) -> int:
             if not terms:
                 cache[req_id] = None
             else:
-                t = {k: torch.zeros(n_layers, d) for k in ("add_all", "add_gen", "u")}
+                t = {k: torch.zeros(n_layers, d) for k in ("add_all", "add_gen", "u", "gadd_all", "gadd_gen", "gw")}
                 t["s"], t["u_gen"] = torch.zeros(n_layers), torch.zeros(n_layers, dtype=torch.bool)
+                t["gb"], t["gm"] = torch.zeros(n_layers), torch.ones(n_layers)
                 for term in terms:
                     v = torch.tensor(term["direction"])
-                    if term["method"] == "orthogonal":
+                    if term.get("gate"):  # PSR: scale * c(h) * v, c from this row's activation
+                        gate, layer = term["gate"], term["layer"]
+                        t["gw"][layer], t["gb"][layer], t["gm"][layer] = torch.tensor(gate["w"]), gate["b"], gate["mean"]
+                        t["gadd_gen" if term["scope"] == "generation" else "gadd_all"][layer] += term["scale"] * v
+                    elif term["method"] == "orthogonal":
                         t["u"][term["layer"]], t["s"][term["layer"]] = v, term["scale"]
                         t["u_gen"][term["layer"]] = term["scope"] == "generation"
                     else:
@@ -72,6 +80,7 @@ def _install_steering_hooks(worker: Any) -> int:
                             term["scale"] * v
                 t["n_prompt"] = len(req.prompt_token_ids or [])
                 t["layers"] = {term["layer"] for term in terms}
+                t["gated"] = {term["layer"] for term in terms if term.get("gate")}
                 cache[req_id] = {k: (x.to(device, dtype) if torch.is_tensor(x) and x.dtype != torch.bool
                                      else x.to(device) if torch.is_tensor(x) else x) for k, x in t.items()}
         return cache[req_id]
@@ -102,7 +111,11 @@ def _install_steering_hooks(worker: Any) -> int:
             u=stack("u", zero["add_all"]),
             s=stack("s", torch.zeros(n_layers, device=device, dtype=dtype)),
             u_gen=stack("u_gen", torch.zeros(n_layers, dtype=torch.bool, device=device)),
-            layers=set().union(*(p["layers"] for p in per_req if p)))
+            gadd_all=stack("gadd_all", zero["add_all"]), gadd_gen=stack("gadd_gen", zero["add_all"]),
+            gw=stack("gw", zero["add_all"]), gb=stack("gb", torch.zeros(n_layers, device=device, dtype=dtype)),
+            gm=stack("gm", torch.ones(n_layers, device=device, dtype=dtype)),
+            layers=set().union(*(p["layers"] for p in per_req if p)),
+            gated=set().union(*(p["gated"] for p in per_req if p)))
 
     def make_hook(layer: int):
         def hook(module, args, output):
@@ -114,6 +127,10 @@ def _install_steering_hooks(worker: Any) -> int:
             gen = (positions[:n] >= state["n_prompt"][idx]).unsqueeze(-1).to(hidden.dtype)
             delta = state["add_all"][idx, layer] + state["add_gen"][idx, layer] * gen
             u = state["u"][idx, layer]
+            if layer in state["gated"]:  # PSR rows: coefficient from the row's residual stream before steering
+                c = gate_coefficients(hidden[:n] + residual[:n], state["gw"][idx, layer], state["gb"][idx, layer],
+                                      state["gm"][idx, layer]).unsqueeze(-1)
+                delta = delta + c * (state["gadd_all"][idx, layer] + state["gadd_gen"][idx, layer] * gen)
             if bool(u.any()):  # orthogonal: set the component along u (applied before the adds)
                 h = hidden[:n] + residual[:n]
                 mask = torch.where(state["u_gen"][idx, layer].unsqueeze(-1), gen, torch.ones_like(gen))
@@ -219,8 +236,12 @@ class VLLMEngine(TorchEngine):
         raise InvalidRequest("the vllm backend does not score prompts yet; use llama.cpp or torch", param="echo")
 
     def check_steering(self, steering: ResolvedSteering) -> None:
-        seen = set()
+        seen, gated = set(), set()
         for iv in steering.interventions:
+            if iv.gate is not None:
+                if iv.layer in gated:
+                    raise UnsupportedSteering("vllm: at most one psr term per layer")
+                gated.add(iv.layer)
             if iv.method is Method.ORTHOGONAL:
                 if iv.layer in seen:
                     raise UnsupportedSteering("vllm: at most one orthogonal term per layer")
@@ -266,7 +287,9 @@ class VLLMEngine(TorchEngine):
         from vllm.sampling_params import RequestOutputKind
 
         terms = [{"layer": iv.layer, "direction": iv.direction.tolist(), "scale": float(iv.scale),
-                  "method": str(iv.method), "scope": str(iv.scope)} for iv in steering.interventions]
+                  "method": str(iv.method), "scope": str(iv.scope),
+                  "gate": {"w": iv.gate.w.tolist(), "b": iv.gate.b, "mean": iv.gate.mean} if iv.gate else None}
+                 for iv in steering.interventions]
         sp = self._vllm.SamplingParams(
             max_tokens=params.max_tokens, min_tokens=params.min_tokens,
             temperature=params.temperature, top_p=params.top_p,

@@ -3,8 +3,8 @@ of trained SAEs (``catalog``), the text they learn from (``corpus``).
 
 The torch-heavy parts are imported by name when needed, never by this package: ``train``
 (sae-lens training), ``eval`` (L0, FVU, CE recovered), ``explain`` (feature index, labels,
-self-explanation), ``decompose`` (a CAA vector as features), ``steering_eval`` (prompting vs SAE
-steering); ``api`` holds the ``/api/sae`` routes and ``cli`` the ``tinymorph sae`` commands.
+self-explanation), ``decompose`` (a CAA vector as features); ``api`` holds the ``/api/sae`` routes and
+``cli`` the ``tinymorph sae`` commands and ``tinymorph eval steering`` (``steering/axbench.py``).
 """
 
 from .catalog import SAECatalog

@@ -1,11 +1,14 @@
-"""``tinymorph sae train|eval|features|explain|decompose`` and ``tinymorph eval steering``."""
+"""``tinymorph sae train|eval|features|explain|decompose`` and ``tinymorph eval steering`` (the eval
+itself is ``steering/axbench.py``)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from ..config import InferenceConfig
 from ..evalcli import eval_subcommands
@@ -59,13 +62,36 @@ def register(subparsers: argparse._SubParsersAction,
 
     esub = eval_subcommands(subparsers)
     subparsers.choices["eval"].set_defaults(inference_config=config)
-    s = esub.add_parser("steering", help="prompting vs SAE steering: concept score and fluency")
-    s.add_argument("sae_id")
-    s.add_argument("--concept", action="append", help="NAME=description (repeatable)")
-    s.add_argument("--prompts", type=int, default=3, help="how many of the built-in writing prompts")
-    s.add_argument("--strengths", default="0,0.25,0.5,1")
-    s.add_argument("--max-tokens", type=int, default=48)
+    s = esub.add_parser("steering", help="AxBench-style: prompting vs CAA, SAE features and PSR on held-out "
+                                         "concepts, at strengths calibrated on tuning concepts")
+    s.add_argument("--sae", default="auto",
+                   help="SAE for the sae-input/sae-output methods: an SAE id, 'auto' (the default SAE at layer "
+                        f"{_EVAL_LAYER}, trained first if missing) or 'none'")
+    s.add_argument("--out", type=Path, default=None, help="folder for steering_eval.{md,json,png} "
+                   "(default: <data dir>/eval/steering)")
+    s.add_argument("--methods", default="caa,sae-input,sae-output,psr",
+                   help="steered methods (each also with the prompt); prompt and unsteered always run")
+    s.add_argument("--concepts", type=_positive, default=None, help="first N held-out concepts (default: all)")
+    s.add_argument("--prompts", type=_positive, default=3, help="instructions per held-out concept")
+    s.add_argument("--tuning-concepts", type=_positive, default=None, help="first N tuning concepts (default: all)")
+    s.add_argument("--tuning-prompts", type=_positive, default=2, help="instructions per tuning concept")
+    s.add_argument("--strengths", default=None, help="the grid strengths are calibrated on (comma-separated)")
+    s.add_argument("--max-tokens", type=_positive, default=64)
+    s.add_argument("--concept-file", type=Path, default=None, help="another concept set (JSON, as the shipped one)")
     s.set_defaults(func=_eval_steering)
+
+
+_EVAL_LAYER = 10
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
 
 
 def _inf(args: argparse.Namespace) -> Inference:
@@ -147,18 +173,78 @@ def _decompose(args) -> int:
 
 
 def _eval_steering(args) -> int:
-    from . import steering_eval as se
+    """Errors in what was asked (methods, strengths, the concept file, an unknown SAE) print one line, exit 2."""
+    from ..exceptions import InferenceError
+    from ..steering import axbench as ab
+    from ..steering.axbench_report import markdown, save
 
+    try:
+        steers = tuple(ab.Steer(m.strip()) for m in args.methods.split(",") if m.strip())
+    except ValueError:
+        known = ", ".join(str(s) for s in ab.Steer if s is not ab.Steer.NONE)
+        print(f"tinymorph eval steering: --methods takes {known}, not {args.methods!r}", file=sys.stderr)
+        return 2
+    try:
+        grid = tuple(float(x) for x in args.strengths.split(",")) if args.strengths else ab.EvalConfig.strengths
+    except ValueError:
+        print(f"tinymorph eval steering: --strengths must be numbers separated by commas, not {args.strengths!r}",
+              file=sys.stderr)
+        return 2
+    if not grid or any(not 0 < g <= 8 for g in grid):
+        print("tinymorph eval steering: every strength must be in (0, 8] residual norms", file=sys.stderr)
+        return 2
     inf = _inf(args)
-    concepts = dict(c.split("=", 1) for c in args.concept) if args.concept else dict(se.CONCEPTS)
-    cfg = se.EvalConfig(args.sae_id, concepts, se.PROMPTS[:args.prompts],
-                        tuple(float(s) for s in args.strengths.split(",")), args.max_tokens)
-    rows = se.run(inf, cfg)
-    table, note = se.summarize(rows)
-    _table([(t["condition"], t["choice"], "-" if t["strength"] is None else t["strength"], t["n"],
-             f"{t['concept_score']:.3f}", f"{t['nll_delta']:+.3f}", f"{t['repetition']:.2f}") for t in table],
-           ["condition", "feature", "strength", "n", "concept", "NLL delta", "repetition"])
-    path = se.save(rows, table, note, inf.saes.folder(args.sae_id) / "eval")
-    print(f"plot: {path}")
-    print(note)
+    try:
+        cs = ab.ConceptSet.load(args.concept_file) if args.concept_file else ab.ConceptSet.load()
+        sae_id = _eval_sae(inf, args.sae, steers)
+        cfg = ab.EvalConfig(sae_id=sae_id, steers=steers, strengths=grid, concepts=args.concepts,
+                            prompts_per_concept=args.prompts, tuning_concepts=args.tuning_concepts,
+                            tuning_prompts=args.tuning_prompts, max_tokens=args.max_tokens)
+        layer = inf.saes.get(sae_id).layer if sae_id else cfg.layer
+        result = ab.run(inf, cfg, cs, psr=_psr_trainer(inf, layer))
+    except (ab.ConceptSetError, InferenceError) as exc:
+        print(f"tinymorph eval steering: {exc}", file=sys.stderr)
+        return 2
+    paths = save(result, args.out or inf.data_dir / "eval" / "steering")
+    if sae_id:  # also where /api/sae/{id}/eval and its plot read it
+        save(result, inf.saes.folder(sae_id) / "eval")
+    print(markdown(result.to_json()))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _eval_sae(inf: Inference, choice: str, steers) -> str | None:
+    """The SAE the eval uses: 'none', an existing id, or 'auto' (the default one, trained if missing)."""
+    from ..steering.axbench import Steer
+
+    if choice == "none" or not ({Steer.SAE_INPUT, Steer.SAE_OUTPUT} & set(steers)):
+        return None
+    if choice != "auto":
+        inf.saes.get(choice)  # UnknownSAE says where it looked
+        return choice
+    from .train import TrainConfig, sae_id_for, train
+
+    cfg = TrainConfig(layer=_EVAL_LAYER)
+    sae_id = sae_id_for(inf.base_name, cfg)
+    if sae_id not in inf.saes.ids():
+        print(f"[tinymorph] training the default SAE {sae_id} for the SAE methods (once)", file=sys.stderr)
+        train(inf, cfg, sae_id=sae_id)
+    return sae_id
+
+
+def _psr_trainer(inf: Inference, layer: int):
+    """PSR for a concept (``steering/psr.py``): trained once on the prompting method's own
+    instruction ("Make it about ..."), stored as ``eval-NAME`` in the library, reused by later runs."""
+    from ..steering.axbench import Concept
+    from ..steering.psr import PSRConfig, train
+
+    def trainer(concept: Concept) -> str:
+        name, engine = f"eval-{concept.name}", inf.torch_engine()
+        if not inf.library.get(name, engine.info.key):
+            print(f"[tinymorph] training PSR for {concept.name} (once)", file=sys.stderr)
+            config = dataclasses.replace(PSRConfig.from_env(), layer=layer)
+            psr = train(engine, f"Make it about {concept.description}.", config, writer=inf.engine())
+            inf.library.put_psr(name, engine.info, psr, source="tinymorph eval steering")
+        return f"psr:{name}"
+
+    return trainer

@@ -9,7 +9,11 @@ into plain per-layer interventions that every backend applies the same way:
 * ``orthogonal``: h <- h - (h.u) u + s * N_L * u   (the component along u is *set*, the rest kept;
                   Neuronpedia's orthogonal decomposition)
 
-where u is the unit direction, N_L the typical residual norm at layer L and s the strength. The
+where u is the unit direction, N_L the typical residual norm at layer L and s the strength. A PSR
+source (``psr.py``) adds a coefficient per token to ``add``: h <- h + s * N_L * c(h) * u, where
+c(h) = softplus(w . h/|h| + b) / mean is read from the activation itself (mean 1 over the text it
+was trained on; ``gate_coefficients``). Backends that cannot read activations (llama.cpp) use
+c = 1, its mean: ``ResolvedSteering.approximations`` says so. The
 normalisation by N_L is why one strength means the same thing at every layer: s = 0.5 moves the
 residual by half its usual length wherever it is applied. Layer L is the output of block L
 (HF ``model.model.layers[L]``, llama.cpp control-vector layer L).
@@ -28,12 +32,12 @@ import numpy as np
 
 from ..exceptions import InvalidSteering, LayerOutOfRange
 from .gguf import confine, read_control_vector
-from .strengths import guide_for
+from .strengths import CAA_GUIDES, guide_for
 
 __all__ = [
     "Method", "Scope", "SourceKind", "Source", "SteeringTerm", "SteeringSpec", "ModelInfo",
     "Intervention", "ResolvedSteering", "DirectionProvider", "resolve", "apply_interventions",
-    "MAX_STRENGTH",
+    "MAX_STRENGTH", "Gate", "gate_coefficients",
 ]
 
 #: |strength| above this is rejected: 64 residual norms of push only produces noise.
@@ -57,6 +61,7 @@ class SourceKind(StrEnum):
     SAE = "sae"
     GGUF = "gguf"
     INLINE = "inline"
+    PSR = "psr"
 
 
 _SCOPE_ALIASES = {"all": Scope.ALL, "prompt_and_generation": Scope.ALL, "both": Scope.ALL,
@@ -72,7 +77,7 @@ class Source:
 
     @classmethod
     def parse(cls, text: str, vector: Any = None) -> "Source":
-        """``caa:NAME``, ``sae:SAE_ID#FEATURE``, ``gguf:PATH`` or ``inline`` (+ ``vector``)."""
+        """``caa:NAME``, ``psr:NAME``, ``sae:SAE_ID#FEATURE``, ``gguf:PATH`` or ``inline`` (+ ``vector``)."""
         if not isinstance(text, str) or not text:
             raise InvalidSteering("source must be a string such as 'caa:formal'", param="source")
         kind, _, rest = text.partition(":")
@@ -80,7 +85,7 @@ class Source:
             kind = SourceKind(kind)
         except ValueError:
             raise InvalidSteering(
-                f"unknown source {text!r}: expected caa:NAME, sae:SAE_ID#FEATURE, gguf:PATH or inline",
+                f"unknown source {text!r}: expected caa:NAME, psr:NAME, sae:SAE_ID#FEATURE, gguf:PATH or inline",
                 param="source") from None
         if kind is SourceKind.INLINE:
             if not isinstance(vector, (list, tuple)) or not vector:
@@ -115,7 +120,9 @@ class Source:
 @dataclass(frozen=True)
 class SteeringTerm:
     source: Source
-    strength: float
+    #: None only for a psr or built caa source given without one: the vector's own (calibrated)
+    #: default, looked up at resolve time.
+    strength: float | None
     layers: tuple[int, ...] | None = None  # None: the layers the source was built at
     method: Method = Method.ADD
     scope: Scope = Scope.ALL
@@ -131,6 +138,10 @@ class SteeringTerm:
             raise InvalidSteering(f"{where}: unknown field(s) {sorted(unknown)}", param=where)
         source = Source.parse(obj.get("source", "inline" if "vector" in obj else ""), obj.get("vector"))
         strength = obj.get("strength")
+        if strength is None and (source.kind is SourceKind.PSR or (
+                source.kind is SourceKind.CAA and source.name not in CAA_GUIDES)):
+            # stored with the vector (its calibration): resolve() asks the library
+            return cls(source, None, *cls._rest(obj, where, source))
         if strength is None:  # the source's measured default (steering/strengths.py); 1 where none is known
             guide = guide_for(str(source))
             strength = guide.default if guide is not None else 1.0
@@ -143,6 +154,11 @@ class SteeringTerm:
             raise InvalidSteering(
                 f"{where}.strength {strength:g} is too large (|strength| <= {MAX_STRENGTH:g}; it is "
                 "measured in typical residual norms)", param="strength")
+        return cls(source, strength, *cls._rest(obj, where, source))
+
+    @staticmethod
+    def _rest(obj: Mapping, where: str, source: Source) -> tuple[tuple[int, ...] | None, Method, Scope]:
+        """A term's layers, method and scope, checked."""
         layers = obj.get("layers", obj.get("layer"))
         if layers is not None:
             if isinstance(layers, int) and not isinstance(layers, bool):
@@ -161,11 +177,13 @@ class SteeringTerm:
         scope_name = obj.get("scope", obj.get("apply_to", "all"))
         if scope_name not in _SCOPE_ALIASES:
             raise InvalidSteering(f"{where}.scope must be 'all' or 'generation'", param="scope")
-        return cls(source, strength, layers, method, _SCOPE_ALIASES[scope_name])
+        return layers, method, _SCOPE_ALIASES[scope_name]
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"source": str(self.source), "strength": self.strength,
                                "method": str(self.method), "scope": str(self.scope)}
+        if self.strength is None:  # a stored vector's term at its default
+            del out["strength"]
         if self.layers is not None:
             out["layers"] = list(self.layers)
         if self.source.vector is not None:
@@ -221,6 +239,34 @@ class DirectionProvider(Protocol):
 
     def sae_direction(self, sae_id: str, feature: int, model: ModelInfo) -> tuple[int, np.ndarray]: ...
 
+    def caa_default_strength(self, name: str, model: ModelInfo) -> float:
+        """A built CAA vector's calibrated default strength (the general guide's where none was measured)."""
+
+    def psr_vectors(self, name: str, model: ModelInfo) -> tuple[dict[int, tuple[np.ndarray, "Gate"]], float]:
+        """{layer: (direction, gate)} and the vector's default strength."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A PSR coefficient per token: softplus(w . h/|h| + b) / mean (``gate_coefficients``)."""
+    w: np.ndarray  # (d_model,) float32
+    b: float
+    mean: float
+
+    def coefficients(self, h: Any) -> Any:
+        import torch
+
+        return gate_coefficients(h, torch.as_tensor(self.w, dtype=h.dtype, device=h.device), self.b, self.mean)
+
+
+def gate_coefficients(h: Any, w: Any, b: Any, mean: Any = 1.0) -> Any:
+    """softplus(w . h/|h| + b) / mean for torch activations ``h`` (..., d): one per token. ``w`` is
+    one vector or one per row (vLLM batches requests), ``b`` and ``mean`` scalars or one per row.
+    The one formula PSR training, the torch hooks and the vLLM hooks share."""
+    import torch
+
+    return torch.nn.functional.softplus((h * w).sum(-1) / h.norm(dim=-1).clamp_min(1e-6) + b) / mean
+
 
 @dataclass
 class Intervention:
@@ -229,6 +275,10 @@ class Intervention:
     scale: float  # absolute: strength * N_layer
     method: Method
     scope: Scope
+    #: PSR: the coefficient per token (None: constant 1).
+    gate: Gate | None = None
+    #: The term's source, as written (``psr:winter``): what an approximation note names.
+    source: str = ""
 
 
 @dataclass
@@ -244,7 +294,13 @@ class ResolvedSteering:
     @property
     def needs_hooks(self) -> bool:
         """True when something here cannot be a constant per-layer vector."""
-        return any(iv.method is Method.ORTHOGONAL for iv in self.interventions)
+        return any(iv.method is Method.ORTHOGONAL or iv.gate is not None for iv in self.interventions)
+
+    def approximations(self) -> list[str]:
+        """What a backend without hooks (llama.cpp's control vectors) does differently: a PSR
+        coefficient per token becomes its mean."""
+        return [f"{src}: approximation: constant coefficient (its mean over the training text; torch and vllm "
+                "vary it per token)" for src in dict.fromkeys(iv.source for iv in self.interventions if iv.gate)]
 
     def fingerprint(self, *scopes: Scope) -> str:
         """Stable hash of what this steering does to the tokens in ``scopes`` ('' when nothing)."""
@@ -255,10 +311,14 @@ class ResolvedSteering:
         for iv in sorted(ivs, key=lambda iv: (iv.layer, str(iv.method), str(iv.scope))):
             h.update(f"{iv.layer}|{iv.method}|{iv.scope}|{iv.scale:.6g}|".encode())
             h.update(np.round(iv.direction, 6).astype(np.float32).tobytes())
+            if iv.gate is not None:
+                h.update(f"gate|{iv.gate.b:.6g}|{iv.gate.mean:.6g}|".encode())
+                h.update(np.round(iv.gate.w, 6).astype(np.float32).tobytes())
         return h.hexdigest()[:16]
 
     def control_vector(self, n_layers: int, d_model: int, *scopes: Scope) -> np.ndarray | None:
-        """Sum of the additive interventions per layer, shape (n_layers, d_model), or None."""
+        """Sum of the additive interventions per layer, shape (n_layers, d_model), or None. A gated
+        (PSR) term counts at its mean coefficient, 1 (``approximations`` says so)."""
         ivs = [iv for iv in self.for_scope(*scopes) if iv.method is Method.ADD]
         if not ivs:
             return None
@@ -291,6 +351,8 @@ def resolve(spec: SteeringSpec, model: ModelInfo, provider: DirectionProvider | 
     for i, term in enumerate(spec.terms):
         src = term.source
         by_layer: dict[int, np.ndarray]
+        gates: dict[int, Gate] = {}
+        strength = term.strength
         if src.kind is SourceKind.INLINE:
             if len(src.vector) != model.d_model:
                 raise InvalidSteering(
@@ -307,6 +369,15 @@ def resolve(spec: SteeringSpec, model: ModelInfo, provider: DirectionProvider | 
             raise InvalidSteering(f"steering[{i}]: {src.kind} sources need a vector library")
         elif src.kind is SourceKind.CAA:
             by_layer = provider.caa_vectors(src.name, model)
+            if strength is None:
+                strength = provider.caa_default_strength(src.name, model)
+        elif src.kind is SourceKind.PSR:
+            if term.method is not Method.ADD:
+                raise InvalidSteering(f"steering[{i}]: a psr source steers with method 'add' (its coefficient "
+                                      "per token scales an addition)", param="method")
+            learnt, default = provider.psr_vectors(src.name, model)
+            by_layer, gates = {k: v for k, (v, _) in learnt.items()}, {k: g for k, (_, g) in learnt.items()}
+            strength = default if term.strength is None else term.strength
         else:
             layer, row = provider.sae_direction(src.name, src.feature, model)
             by_layer = {layer: row}
@@ -322,10 +393,10 @@ def resolve(spec: SteeringSpec, model: ModelInfo, provider: DirectionProvider | 
                 raise LayerOutOfRange(
                     f"steering[{i}]: layer {layer} is out of range {min_layer}..{model.n_layers - 1}{hint}",
                     param="layers")
-            v = by_layer[layer] if layer in by_layer else by_layer[_nearest(by_layer, layer)]
+            at = layer if layer in by_layer else _nearest(by_layer, layer)
             out.interventions.append(Intervention(
-                layer, _unit(v, f"steering[{i}] ({src}) at layer {layer}"),
-                term.strength * model.layer_norms[layer], term.method, term.scope))
+                layer, _unit(by_layer[at], f"steering[{i}] ({src}) at layer {layer}"),
+                strength * model.layer_norms[layer], term.method, term.scope, gates.get(at), str(src)))
     return out
 
 
@@ -335,11 +406,15 @@ def apply_interventions(h: Any, interventions: Sequence[Intervention], direction
 
     # Orthogonal terms first, then the additions: the order every backend uses (vLLM batches them).
     order = sorted(range(len(interventions)), key=lambda j: interventions[j].method is not Method.ORTHOGONAL)
+    h0 = h
     for j in order:
         iv = interventions[j]
         u = directions[j] if directions is not None else torch.as_tensor(
             iv.direction, dtype=h.dtype, device=h.device)
         if iv.method is Method.ORTHOGONAL:
             h = h - (h @ u).unsqueeze(-1) * u
-        h = h + iv.scale * u
+        if iv.gate is not None:  # PSR: the coefficient read from the activation as it came out of the block
+            h = h + (iv.scale * iv.gate.coefficients(h0)).unsqueeze(-1) * u
+        else:
+            h = h + iv.scale * u
     return h

@@ -2,18 +2,18 @@
 them from (the panel draws its band and its "outside the recommended range" warning from the
 ``recommended`` and ``default_strength`` fields the backend serves with every term).
 
-Strengths are in typical residual norms at the layer (``spec.py``). For the shipped CAA vectors
-on SmolLM2-135M the range is what ``tinymorph eval writing`` measured: above its upper end the
-continuations of the steered personas turn degenerate or leave their topic. An SAE feature's
-range follows its typical activation (``SAERegistry.feature_info``): one to two times the
-strength that adds the feature at its typical maximum.
+Strengths are in typical residual norms at the layer (``spec.py``). A vector whose strength was
+measured (``calibration.py``) carries its result in its provenance (``stored_guide``); the shipped
+CAA vectors' results are ``CAA_GUIDES``. An SAE feature's range follows its typical activation
+(``SAERegistry.feature_info``): one to two times the strength that adds the feature at its
+typical maximum. This module imports nothing else of ours: the spec asks it for defaults.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["StrengthGuide", "CAA_GUIDE", "CAA_GUIDES", "guide_for", "sae_guide"]
+__all__ = ["StrengthGuide", "CAA_GUIDE", "CAA_GUIDES", "guide_for", "sae_guide", "stored_guide"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,11 @@ class StrengthGuide:
     def to_json(self) -> dict:
         return {"default_strength": self.default, "recommended": [self.low, self.high], "strength_basis": self.basis}
 
+    @classmethod
+    def from_json(cls, d: dict) -> "StrengthGuide":
+        low, high = d["recommended"]
+        return cls(float(d["default_strength"]), float(low), float(high), str(d.get("strength_basis", "")))
+
 
 _MEASURED = ("tinymorph eval writing on SmolLM2-135M (12 openings): the largest strength whose continuations "
              "stay within 0.5 nats/token of the unsteered NLL without turning degenerate or off topic")
@@ -38,7 +43,7 @@ CAA_GUIDES: dict[str, StrengthGuide] = {
     "formal": StrengthGuide(0.2, 0.05, 0.2, _MEASURED),
     "joyful": StrengthGuide(0.2, 0.05, 0.2, _MEASURED),
 }
-#: A vector built from your own pairs: not measured; the shipped vectors' common ground.
+#: A vector whose calibration has not run (yet): the shipped vectors' common ground.
 CAA_GUIDE = StrengthGuide(0.1, 0.05, 0.2, "not measured for this vector: the range the shipped CAA vectors share")
 
 
@@ -48,8 +53,18 @@ def sae_guide(typical_strength: float) -> StrengthGuide:
 
 
 def guide_for(source: str) -> StrengthGuide | None:
-    """The guide for a steering source string (``caa:NAME``; None where nothing is known without
-    loading a model: SAE features are answered by ``/api/sae/features``, GGUF and inline vectors
-    carry no measurement)."""
+    """The guide for a steering source string known without the database (``caa:NAME`` of a
+    shipped vector, else the unmeasured CAA guide; None where nothing is known without loading
+    a model: SAE features are answered by ``/api/sae/features``, GGUF and inline vectors carry no
+    measurement). A built vector's own calibration: ``stored_guide``."""
     kind, _, name = source.partition(":")
     return CAA_GUIDES.get(name, CAA_GUIDE) if kind == "caa" else None
+
+
+def stored_guide(source: str, provenance: dict | None) -> StrengthGuide | None:
+    """A stored vector's measured guide (``provenance["strength"]``, written by calibration),
+    else what ``guide_for`` knows."""
+    measured = (provenance or {}).get("strength")
+    if isinstance(measured, dict) and "default_strength" in measured and "recommended" in measured:
+        return StrengthGuide.from_json(measured)
+    return guide_for(source)

@@ -8,6 +8,9 @@ skipped: its norm is tens of times larger than the rest (an attention sink) and 
 Vectors live in the database the ``InferenceConfig`` names (``models.steering_vectors``, migrated
 by the inference layer's own Alembic history), one row per name, model and layer. GGUF control
 vectors (llama.cpp's ``--control-vector`` format, ``gguf.py``) import and export here.
+
+PSR vectors (``psr.py``) live in the same table, kind ``psr``: the learnt direction as the vector,
+its per-token gate in the provenance (``gates``), and ``psr:NAME`` steers with both.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from .._modelfiles import DATA
 from ..exceptions import InvalidSteering, UnknownVector
 from ..models import steering_vectors
 from .gguf import GGUFLayers, read_control_vector, write_control_vector
-from .spec import ModelInfo
+from .spec import Gate, ModelInfo
+from .strengths import stored_guide
 
-__all__ = ["StoredVector", "VectorLibrary", "build_caa", "shipped_vectors"]
+__all__ = ["StoredVector", "VectorLibrary", "build_caa", "shipped_vectors", "public_provenance",
+           "psr_default_strength"]
 
 
 def build_caa(residuals: Callable[[list[str], Sequence[int]], list[dict[int, np.ndarray]]],
@@ -57,6 +62,27 @@ def shipped_vectors() -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((DATA / "caa").glob("*.json"))}
 
 
+def public_provenance(provenance: dict) -> dict:
+    """Provenance as an API shows it: a PSR gate's weights (``gates``, d_model numbers) left out."""
+    return {k: v for k, v in provenance.items() if k != "gates"}
+
+
+def _applied(stored: "StoredVector") -> np.ndarray:
+    """The vector a control-vector file adds: a CAA vector as built; a PSR vector at its default
+    strength with its coefficient constant (the llama.cpp approximation)."""
+    if stored.kind != "psr":
+        return stored.vector
+    relative = stored.provenance["relative_norm"][str(stored.layer)]
+    return stored.vector * np.float32(psr_default_strength(stored.provenance) / relative)
+
+
+def psr_default_strength(provenance: dict) -> float:
+    """A PSR vector's default strength: its calibrated one where calibration stored one
+    (``provenance["strength"]``), else the strength training arrived at."""
+    calibrated = (provenance.get("strength") or {}).get("default_strength")
+    return float(calibrated if calibrated is not None else provenance["strength_trained"])
+
+
 @dataclass
 class StoredVector:
     name: str
@@ -71,7 +97,7 @@ class StoredVector:
     def to_dict(self) -> dict:
         return {"name": self.name, "model_key": self.model_key, "layer": self.layer,
                 "d_model": int(self.vector.shape[0]), "norm": round(self.norm, 4), "kind": self.kind,
-                "provenance": self.provenance,
+                "provenance": public_provenance(self.provenance),
                 "created_at": self.created_at.isoformat() if self.created_at else None}
 
 
@@ -149,6 +175,20 @@ class VectorLibrary:
                                   for k, v in vectors.items()}}
         return self.put(name, model.key, vectors, "caa", prov)
 
+    def put_psr(self, name: str, model: ModelInfo, psr: Any, source: str = "") -> list[StoredVector]:
+        """Store a trained ``psr.PSRVector`` under ``name`` (``psr:NAME`` steers with it)."""
+        prov = psr.provenance() | {"source": source, "relative_norm": {
+            str(psr.layer): round(float(np.linalg.norm(psr.vector)) / model.layer_norms[psr.layer], 4)}}
+        return self.put(name, model.key, {psr.layer: psr.vector}, "psr", prov)
+
+    def set_provenance(self, name: str, model_key: str, **fields: Any) -> None:
+        """Add to a stored vector's provenance (a calibration's result, say) without touching the vector."""
+        for stored in self.get(name, model_key):
+            with self.db.begin() as conn:
+                conn.execute(sa.update(steering_vectors).where(
+                    steering_vectors.c.name == name, steering_vectors.c.model_key == model_key,
+                    steering_vectors.c.layer == stored.layer).values(provenance=stored.provenance | fields))
+
     def ensure_shipped(self, name: str, model: ModelInfo) -> list[StoredVector]:
         """Build a shipped vector from its example pairs, once per model."""
         spec = shipped_vectors().get(name)
@@ -173,17 +213,36 @@ class VectorLibrary:
         stored = self.get(name, model_key)
         if not stored:
             raise UnknownVector(f"no vector {name!r} for model {model_key}")
-        write_control_vector(path, {s.layer: s.vector for s in stored}, model_hint, convention)
+        write_control_vector(path, {s.layer: _applied(s) for s in stored}, model_hint, convention)
         return Path(path)
 
     # -- DirectionProvider ----------------------------------------------------------------------
     def caa_vectors(self, name: str, model: ModelInfo) -> dict[int, np.ndarray]:
         stored = self.get(name, model.key) or self.ensure_shipped(name, model)
+        if stored and stored[0].kind == "psr":
+            raise InvalidSteering(f"{name!r} is a PSR vector: steer with psr:{name}", param="source")
         if not stored:
             known = sorted({s.name for s in self.list(model.key)} | set(shipped_vectors()))
             raise UnknownVector(f"no steering vector {name!r} for this model (known: {', '.join(known)})",
                                 param="source")
         return {s.layer: s.vector for s in stored}
+
+    def caa_default_strength(self, name: str, model: ModelInfo) -> float:
+        """Its calibration's default (``provenance["strength"]``), else the general CAA guide's."""
+        stored = self.get(name, model.key)
+        return stored_guide(f"caa:{name}", stored[0].provenance if stored else None).default
+
+    def psr_vectors(self, name: str, model: ModelInfo) -> tuple[dict[int, tuple[np.ndarray, Gate]], float]:
+        """{layer: (direction, per-token gate)} of a PSR vector, and its default strength."""
+        stored = self.get(name, model.key)
+        if not stored or stored[0].kind != "psr":
+            known = sorted({s.name for s in self.list(model.key) if s.kind == "psr"})
+            raise UnknownVector(f"no PSR vector {name!r} for this model (known: {', '.join(known) or 'none'}; "
+                                "POST /api/vectors {name, instruction} trains one)", param="source")
+        gates = stored[0].provenance["gates"]
+        return ({s.layer: (s.vector, Gate(np.asarray(gates[str(s.layer)]["w"], np.float32), float(gates[str(s.layer)]["b"]),
+                                          float(gates[str(s.layer)]["mean"]))) for s in stored},
+                psr_default_strength(stored[0].provenance))
 
     def sae_direction(self, sae_id: str, feature: int, model: ModelInfo) -> tuple[int, np.ndarray]:
         if self.saes is None:
