@@ -3,7 +3,9 @@
 Any Yjs client can ask for a run by writing ``requests[id] = {agent, task, mode, anchor?, range?,
 options?}``. The hub (which owns the room) sees it on ``document.updated``, creates the run as the
 person whose update wrote it, and writes ``run_id``, ``status`` (and ``error``) back into the
-entry as the run moves on — the hub's own edits, logged with author kind ``system``.
+entry as the run moves on — the hub's own edits, logged with author kind ``system``. The run's id
+comes from the entry (``runs.request_run_id``), so a request seen twice, on one process or two
+(its lease handed over before the id was written back), is still one run.
 Updates from agents and from the hub itself are ignored: an agent cannot ask for runs.
 """
 
@@ -21,7 +23,7 @@ from collab.exceptions import LimitExceeded, TinymorphError
 from collab.limits import to_py_within
 from collab.updates import edit_copy
 
-from .runs import RunStatus
+from .runs import RunStatus, request_run_id
 
 if TYPE_CHECKING:
     from .service import AgentService
@@ -111,7 +113,8 @@ class RequestMap:
             requester = Identity(str(event.data.get("author_id")), str(event.data.get("author_name")),
                                  Role.EDITOR, event.doc_id)
             try:
-                row = await self.service.create_run(event.doc_id, entry, requester)
+                row = await self.service.create_run(event.doc_id, entry, requester,
+                                                    run_id=request_run_id(event.doc_id, key, entry))
             except TinymorphError as exc:
                 await self._write(event.doc_id, key, {"status": "failed", "error": str(exc)})
                 continue

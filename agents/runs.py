@@ -10,10 +10,17 @@ attempt counter, and the claimant keeps a heartbeat. A redelivered message whose
 heartbeat from another attempt does not start a second writer (``ClaimOutcome.LEASED``): only a
 stale lease (its worker died) can be taken over. That plus the idempotent writes in
 ``participant.py`` is what makes a SIGKILLed worker's run complete exactly once.
+
+A run asked for in the document's ``requests`` map is *created* once too, whichever hub process
+sees the request, and however often (a lease handed over between processes, a process killed
+between creating the run and writing its id back): its id is derived from the request
+(``request_run_id``), and ``create_once`` finds the row an earlier creator made instead of
+making a second one. The database's primary key is the arbiter, no lease timing involved.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
@@ -28,7 +35,7 @@ from collab.store import as_utc
 from .exceptions import RunNotCancellable, UnknownRun
 from .models import RunRow
 
-__all__ = ["RunStatus", "ClaimOutcome", "RunStore", "TERMINAL", "new_run_id"]
+__all__ = ["RunStatus", "ClaimOutcome", "RunStore", "TERMINAL", "new_run_id", "request_run_id"]
 
 
 class RunStatus(StrEnum):
@@ -69,6 +76,16 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
+_REQUESTS_NS = uuid.UUID("5f0e4d1c-7a43-4b8e-9a52-2d6c1f3b8e01")
+
+
+def request_run_id(doc_id: str, key: str, entry: Any) -> str:
+    """The run id of the ``requests`` map entry ``key`` holding ``entry``: the same on every
+    process that sees it; a new key, or the same key asking for something else, a new run."""
+    canonical = json.dumps([doc_id, key, entry], sort_keys=True, separators=(",", ":"), default=str)
+    return uuid.uuid5(_REQUESTS_NS, canonical).hex
+
+
 def _json(row: Any) -> dict[str, Any]:
     d = dict(row._mapping)
     for k in ("created_at", "started_at", "finished_at", "heartbeat_at"):
@@ -91,6 +108,14 @@ class RunStore:
         with self.engine.begin() as conn:
             conn.execute(sa.insert(RunRow), row)
         return row
+
+    def create_once(self, *, run_id: str, **fields: Any) -> tuple[dict[str, Any], bool]:
+        """``create`` with a given id, unless a run with that id exists: (the row, True when this
+        call made it). Two callers racing: the primary key lets one insert; the other reads it."""
+        try:
+            return self.create(run_id=run_id, **fields), True
+        except sa.exc.IntegrityError:
+            return self.get(run_id), False
 
     def get(self, run_id: str, doc_id: str | None = None) -> dict[str, Any]:
         q = sa.select(RunRow.__table__).where(RunRow.id == run_id)

@@ -179,8 +179,13 @@ class AgentService:
                     return doc  # validate() below names the culprit
             await asyncio.sleep(0.05)
 
-    async def create_run(self, doc_id: str, body: dict[str, Any], requester: Identity) -> dict[str, Any]:
-        """Validate a run request, record it, and queue the Celery task."""
+    async def create_run(self, doc_id: str, body: dict[str, Any], requester: Identity,
+                         run_id: str | None = None) -> dict[str, Any]:
+        """Validate a run request, record it, and queue the Celery task. With ``run_id`` (a
+        ``requests`` map entry's, ``runs.request_run_id``) a run that already has it is not made
+        twice: its row is returned, and its task queued again only while it is still queued (the
+        first creator may have died before queueing it; a duplicate message is harmless, the
+        worker's claim lets one attempt write)."""
         if not isinstance(body, dict):
             raise InvalidRequest("a run request must be an object")
         agent_id = body.get("agent")
@@ -223,10 +228,13 @@ class AgentService:
         params = {"persona": {"id": persona.id, "name": persona.name, "prompt": persona.prompt, "color": persona.color},
                   "model": persona.model, "steering": steering, "anchor": anchor, "range": rng,
                   "options": {k: v for k, v in options.items() if k in _OPTIONS and k != "steering"}}
-        run_id = new_run_id()
-        row = await asyncio.to_thread(self.runs.create, run_id=run_id, doc_id=doc_id, agent_id=persona.id,
-                                      task=task.value, mode=mode.value, params=params,
-                                      requested_by=requester.user_id, requested_by_name=requester.name)
+        row, created = await asyncio.to_thread(
+            self.runs.create_once, run_id=run_id or new_run_id(), doc_id=doc_id, agent_id=persona.id,
+            task=task.value, mode=mode.value, params=params, requested_by=requester.user_id,
+            requested_by_name=requester.name)
+        run_id = row["id"]
+        if not created and row["status"] != RunStatus.QUEUED.value:
+            return row
         try:
             await asyncio.to_thread(self.celery.send_task, RUN_TASK, args=[run_id], task_id=run_id)
         except Exception as exc:  # noqa: BLE001 - the broker is down: say so, and fail the run

@@ -18,6 +18,7 @@ from agents_support import migrated_store
 
 from agents import ClaimOutcome, RunNotCancellable, RunStatus, RunStore, UnknownRun
 from agents.models import RunRow
+from agents.runs import request_run_id
 
 LEASE_S = 60.0  # a lease far longer than any test: "live" unless a test makes it stale
 
@@ -157,6 +158,36 @@ def test_concurrent_claims_exactly_one_wins(runs, doc_id):
     assert set(outcomes.values()) == {ClaimOutcome.CLAIMED, ClaimOutcome.LEASED}
     row = runs.get(run_id)
     assert row["lease_owner"] == winners[0] and row["attempts"] == 1
+
+
+def test_a_requested_run_is_created_once_however_many_creators_race(runs, doc_id):
+    """The ``requests`` map's runs: every process that sees the entry derives the same id, and
+    the primary key lets one of them create it (a lease handed over mid-request, a process killed
+    before writing the id back)."""
+    entry = {"agent": "editor", "task": "continue"}
+    run_id = request_run_id(doc_id, "r1", entry)
+    assert run_id == request_run_id(doc_id, "r1", dict(reversed(entry.items())))  # key order is not content
+    assert len({run_id, request_run_id(doc_id, "r2", entry), request_run_id("other", "r1", entry),
+                request_run_id(doc_id, "r1", {**entry, "task": "expand"})}) == 4
+    n = 6
+    barrier = threading.Barrier(n)
+    made: list[bool] = []
+
+    def create() -> None:
+        barrier.wait(timeout=10)
+        row, created = runs.create_once(run_id=run_id, doc_id=doc_id, agent_id="editor", task="continue",
+                                        mode="suggest", params={"options": {}}, requested_by="alice",
+                                        requested_by_name="Alice")
+        assert row["id"] == run_id
+        made.append(created)
+
+    threads = [threading.Thread(target=create) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(made) == [False] * (n - 1) + [True]
+    assert [r["id"] for r in runs.list(doc_id)].count(run_id) == 1
 
 
 def test_stale_lease_is_taken_over_and_the_old_holder_is_fenced_off(runs, doc_id):
