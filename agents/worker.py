@@ -43,9 +43,16 @@ def _die_with_parent() -> None:
         pass
 
 
+def _child_setup(nice: int) -> None:
+    """In the child, before exec: die with the hub, and yield the CPU to it (``worker_nice``)."""
+    _die_with_parent()
+    if nice:
+        os.nice(nice)
+
+
 class WorkerProcesses:
     """``concurrency`` ``tinymorph worker --pool solo`` processes on the hub's settings, started
-    and stopped with the hub. ``check()`` restarts one that died (a crash, the OOM killer; its
+    and stopped with the hub, at a lower CPU priority (``Settings.worker_nice``). ``check()`` restarts one that died (a crash, the OOM killer; its
     run's lease expires and the run is taken again), at most ``MAX_RESTARTS`` times in all, so a
     worker that cannot start at all is reported instead of restarted forever."""
 
@@ -63,7 +70,8 @@ class WorkerProcesses:
         cmd = [sys.executable, "-m", "collab", "worker", "--pool", "solo", "--loglevel", "warning",
                "--hostname", f"local{i}-{os.getpid()}@%h", "--", "--without-gossip", "--without-mingle",
                "--without-heartbeat"]
-        return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
+        nice = max(0, min(19, self.settings.worker_nice))
+        return subprocess.Popen(cmd, env=env, preexec_fn=lambda: _child_setup(nice))
 
     def start(self) -> None:
         self._procs = [self._spawn(i) for i in range(self.concurrency)]

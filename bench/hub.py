@@ -433,15 +433,18 @@ def print_load_table(rows: list[tuple[list[LoadResult], LoadResult | None]]) -> 
 
 
 def print_median_ratios(rows: list[tuple[list[LoadResult], LoadResult | None]]) -> None:
-    """One line per scenario and hub: the median of its repetitions' CPU-per-delivery ratios."""
-    by_label: dict[tuple[str, str], list[float]] = {}
+    """Two lines per scenario and hub: the medians of its repetitions' CPU-per-delivery and
+    keystroke p99 ratios to the Node server run beside it."""
+    by_label: dict[tuple[str, str, str], list[float]] = {}
     for hubs, node in rows:
         for hub in hubs:
             if node is not None and not hub.error and not node.error and node.cpu_us_per_delivery:
-                by_label.setdefault((hub.scenario.label, hub.server), []).append(hub.cpu_ratio(node))
-    for (label, server), ratios in by_label.items():
+                by_label.setdefault((hub.scenario.label, hub.server, "CPU us/deliv"), []).append(hub.cpu_ratio(node))
+                if node.p99_ms:
+                    by_label.setdefault((hub.scenario.label, hub.server, "p99"), []).append(hub.p99_ms / node.p99_ms)
+    for (label, server, what), ratios in sorted(by_label.items()):
         verdict = "meets" if statistics.median(ratios) <= 1.0 else "misses"
-        print(f"{label:<26}{server:<11}median CPU us/deliv ratio to node over {len(ratios)} reps: "
+        print(f"{label:<26}{server:<11}median {what} ratio to node over {len(ratios)} reps: "
               f"{statistics.median(ratios):.2f}x (each: {', '.join(f'{r:.2f}x' for r in ratios)})  "
               f"{verdict} target <= 1.0x")
 

@@ -120,6 +120,10 @@ class Settings:
     agent_queue: str = "tinymorph.agents"
     worker_embedded: bool = True
     worker_concurrency: int = 2
+    #: Niceness of the worker processes ``tinymorph serve`` starts (0: the hub's own priority).
+    #: Model work is throughput, keystrokes are latency: where the two share cores, the kernel
+    #: runs the hub first.
+    worker_nice: int = 10
     #: How long an unacknowledged task may stay with a worker before the Redis broker hands it to
     #: another one (a SIGKILLed worker's runs are redelivered after this).
     broker_visibility_timeout_s: float = 120.0
