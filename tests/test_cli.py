@@ -116,7 +116,7 @@ def test_inference_sae_and_eval_commands_are_there(tmp_path):
     env = {"TINYMORPH_DATA_DIR": str(tmp_path)}
     for args, names in [(("inference", "--help"), ("serve", "models", "vectors")),
                         (("sae", "--help"), ("train", "eval", "features", "explain", "decompose")),
-                        (("eval", "steering", "--help"), ("sae_id", "--concept", "--strengths", "--max-tokens"))]:
+                        (("eval", "steering", "--help"), ("--sae", "--methods", "--concepts", "--strengths", "--max-tokens"))]:
         done = cli(*args, env=env)
         assert done.returncode == 0, (args, done.stderr)
         assert all(n in done.stdout for n in names), (args, done.stdout)
