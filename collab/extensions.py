@@ -136,11 +136,17 @@ class ExtensionContext:
         return {d["id"] for d in docs}
 
     def documents(self) -> Iterator[tuple[str, str]]:
-        """``(doc_id, text)`` of every document: the workspace an SAE is trained on."""
+        """``(doc_id, text)`` of every document: the workspace an SAE is trained on. A database
+        no hub has served yet (no tables: ``tinymorph eval`` on a fresh machine) has none."""
+        import sqlalchemy as sa
+
+        from .models import Document
         from .store import Store, content_text
 
         store = Store(self.database_url)
         try:
+            if not sa.inspect(store.engine).has_table(Document.__tablename__):
+                return
             for doc in store.list_documents():
                 yield doc["id"], content_text(store.load(doc["id"]).state)
         finally:

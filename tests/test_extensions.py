@@ -248,3 +248,17 @@ def test_old_databases_before_inference_get_its_tables(tmp_path, legacy):
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version_agents")).scalar() == \
             _head(agents_ext.migrations)
     engine.dispose()
+
+
+def test_the_workspace_of_a_database_no_hub_has_served_is_empty(tmp_path):
+    """``tinymorph eval steering`` trains an SAE on the workspace's documents: on a fresh machine
+    (no hub has created the tables yet) that is no documents, not an error."""
+    ctx = ExtensionContext(Settings(data_dir=tmp_path, db=f"sqlite:///{tmp_path / 'fresh.db'}"))
+    assert list(ctx.documents()) == []
+    upgrade(sa.create_engine(ctx.database_url))  # once served: its documents
+    from collab.store import Store
+
+    store = Store(ctx.database_url)
+    doc = store.create_document("notes", "alice")
+    store.close()
+    assert [d for d, _ in ctx.documents()] == [doc["id"]]
