@@ -8,7 +8,9 @@ text its author typed). Split four ways, each used once:
 2. *writer*: held-out paragraphs, the positive class of a classifier;
 3. *model*: unsteered continuations of other openings, its negative class;
 4. *test*: openings the classifier never saw, continued unsteered and steered at several
-   strengths; the classifier's P(writer) for each, and the writing judge's degenerate rate.
+   strengths, one of them the vector's calibrated default (``inference.steering.calibration``,
+   as a REST build calibrates: the fluency budget, toward the writer's side of the pairs); the
+   classifier's P(writer) for each, and the writing judge's degenerate rate.
 
 The classifier is logistic regression on MiniLM sentence embeddings: it learns what separates
 this writer from the model's default prose, whatever that is, without hand-picked features.
@@ -26,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from inference.steering.calibration import CalibrationConfig
+
 __all__ = ["VoiceEvalConfig", "LogisticProbe", "split_corpus", "evaluate", "register"]
 
 
@@ -41,6 +45,7 @@ class VoiceEvalConfig:
     max_tokens: int = 64
     seed: int = 0
     name: str = "eval-voice"
+    calibration: CalibrationConfig = CalibrationConfig()
 
 
 class LogisticProbe:
@@ -103,6 +108,8 @@ class Row:
 def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = VoiceEvalConfig(),
              progress: bool = True) -> tuple[list[Row], dict[str, Any]]:
     """Build the vector, fit the probe, score the test continuations (see the module docstring)."""
+    from inference.steering.calibration import calibrate, pair_concept
+
     from .vector_jobs import rewrite_pairs
     from .writing_eval import degeneracy
 
@@ -118,6 +125,11 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
     layer = info.n_layers // 3
     say(f"building the voice vector from {len(pairs)} pairs at layer {layer}")
     inference.library.build(cfg.name, info, pairs, [layer], source=f"eval:{cfg.trace}")
+    say("calibrating its strength")
+    guide, points = calibrate(engine, {"source": f"caa:{cfg.name}"},
+                              pair_concept(lambda texts: np.asarray(embed(list(texts))), pairs), cfg.calibration)
+    inference.library.set_provenance(cfg.name, info.key, strength=guide.to_json() | {
+        "points": [p.to_json() for p in points]})
 
     say("model's default prose for the probe")
     model_texts = [_continue(engine, opening_of(p), [], cfg, seed) for p in parts["model"] for seed in (1, 2)]
@@ -128,17 +140,20 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
 
     rows = []
     openings = [opening_of(p) for p in parts["test"]]
-    for strength in (0.0, *cfg.strengths):
+    for strength in (0.0, *sorted({*cfg.strengths, guide.default})):
         steering = [{"source": f"caa:{cfg.name}", "strength": strength}] if strength else []
         say(f"test continuations at strength {strength:g}")
         texts = [_continue(engine, o, steering, cfg, seed=100 + i) for i, o in enumerate(openings)]
         p = probe.prob(np.asarray(embed([t or "." for t in texts])))
         bad = [bool(degeneracy(t, o)) for t, o in zip(texts, openings)]
-        rows.append(Row("unsteered" if not strength else "voice vector", strength, float(p.mean()),
+        condition = "unsteered" if not strength else "calibrated" if strength == guide.default else "voice vector"
+        rows.append(Row(condition, strength, float(p.mean()),
                         float((p > 0.5).mean()), float(np.mean(bad)), texts[:3]))
     human = probe.prob(np.asarray(embed(parts["test"]))).mean()  # the writer's own test paragraphs
+    base, at = rows[0].p_writer, next(r.p_writer for r in rows if r.condition == "calibrated")
     return rows, {"probe_train_accuracy": train_acc, "writer_test_p": float(human), "pairs": len(pairs),
-                  "layer": layer, "trace": cfg.trace}
+                  "layer": layer, "trace": cfg.trace, "calibrated_strength": guide.default,
+                  "strength_basis": guide.basis, "closer_to_writer_at_calibrated": at > base}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -160,6 +175,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{'condition':<14}{'strength':>9}{'P(writer)':>11}{'judged writer':>15}{'degenerate':>12}")
     for r in rows:
         print(f"{r.condition:<14}{r.strength:>9g}{r.p_writer:>11.3f}{r.judged_writer:>15.0%}{r.degenerate:>12.0%}")
+    print(f"calibrated strength {facts['calibrated_strength']:g} ({facts['strength_basis']}): steered outputs "
+          f"{'closer to' if facts['closer_to_writer_at_calibrated'] else 'NOT closer to'} the writer than unsteered")
     if args.json:
         args.json.write_text(json.dumps({"facts": facts, "rows": [r.__dict__ for r in rows]}, indent=1))
     return 0
