@@ -20,7 +20,7 @@ from collab.models import utcnow
 from .exceptions import InvalidPersona, InvalidSteeringSpec, PersonaReadOnly, UnknownAgent
 from .models import AgentRow
 
-__all__ = ["Persona", "PersonaStore", "SHIPPED", "normalize_steering", "steering_for_ui"]
+__all__ = ["Persona", "PersonaStore", "SHIPPED", "normalize_steering", "steering_for_ui", "stored_guides"]
 
 _SPEC_FIELDS = {"source", "vector", "layer", "layers", "strength", "method", "scope", "apply_to"}
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -89,10 +89,43 @@ def check_known_vectors(spec: list[dict], database_url: str) -> None:
                                   f"shipped: {', '.join(sorted(known))}")
 
 
-def steering_for_ui(spec: list[dict]) -> list[dict]:
+def stored_guides(specs: list[list[dict]], engine: Engine) -> dict[str, Any]:
+    """``{source: StrengthGuide}`` for the built vectors these specs name (``caa:``/``psr:`` not
+    shipped): what their calibration measured (their provenance's ``strength``), or for a PSR
+    vector never calibrated the strength its training arrived at. The panel then shows the
+    range the backend resolves an omitted strength to (``VectorLibrary``), not a general one."""
+    from inference.models import steering_vectors
+    from inference.steering import CAA_GUIDES, StrengthGuide
+    from inference.steering.strengths import stored_guide
+
+    wanted = {t["source"] for spec in specs for t in spec
+              if t.get("source", "").startswith(("caa:", "psr:")) and t["source"][4:] not in CAA_GUIDES}
+    if not wanted:
+        return {}
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(steering_vectors.name):
+            return {}
+        rows = conn.execute(sa.select(steering_vectors.c.name, steering_vectors.c.kind, steering_vectors.c.provenance)
+                            .where(steering_vectors.c.name.in_({s[4:] for s in wanted}))).all()
+    out: dict[str, Any] = {}
+    for name, kind, provenance in rows:
+        source = f"{'psr' if kind == 'psr' else 'caa'}:{name}"
+        if source not in wanted or source in out:
+            continue
+        provenance = provenance or {}
+        if kind == "psr" and not isinstance(provenance.get("strength"), dict):
+            trained = float(provenance.get("strength_trained", 1.0))
+            out[source] = StrengthGuide(trained, trained / 2, trained, "the strength PSR training arrived at")
+        else:
+            out[source] = stored_guide(source, provenance)
+    return out
+
+
+def steering_for_ui(spec: list[dict], guides: dict[str, Any] | None = None) -> list[dict]:
     """Each term in both spellings: the spec fields plus ``kind``, ``id`` and ``label``, and the
     recommended range and default strength where the inference layer knows them (the agent
-    panel's sliders take theirs from here, nowhere else)."""
+    panel's sliders take theirs from here, nowhere else). ``guides``: built vectors' own
+    (``stored_guides``)."""
     from inference.steering import guide_for
 
     out = []
@@ -100,7 +133,7 @@ def steering_for_ui(spec: list[dict]) -> list[dict]:
         source = term.get("source", "inline")
         kind, _, ident = source.partition(":")
         ui_kind = {"caa": "vector", "sae": "feature"}.get(kind, kind)
-        guide = guide_for(source)
+        guide = (guides or {}).get(source) or guide_for(source)
         out.append({**term, "kind": ui_kind, "id": ident or source, "label": ident or source,
                     **(guide.to_json() if guide else {})})
     return out
@@ -117,9 +150,9 @@ class Persona:
     #: Who may change it (a user id); None: shipped, changed only by the operator.
     owner_id: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, guides: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "model": self.model, "prompt": self.prompt,
-                "steering": steering_for_ui(self.steering), "color": self.color, "owner_id": self.owner_id}
+                "steering": steering_for_ui(self.steering, guides), "color": self.color, "owner_id": self.owner_id}
 
     @classmethod
     def from_row(cls, row: Any) -> "Persona":

@@ -17,6 +17,7 @@ Handlers parse, check authorization and call ``AgentService``; errors are the hu
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,6 +27,7 @@ from collab.api import bearer, document_identity, read_json
 from collab.auth import AuthMode, Identity, Role
 from collab.exceptions import InvalidRequest, PermissionDenied, Unavailable
 
+from .personas import stored_guides
 from .runs import run_json
 from .service import AgentService
 
@@ -51,14 +53,15 @@ async def list_agents(request: Request) -> Response:
     service = service_of(request)
     await account(request)
     personas = await asyncio.to_thread(service.personas.list)
-    return JSONResponse({"agents": [p.to_json() for p in personas]})
+    guides = await _guides(service, personas)
+    return JSONResponse({"agents": [p.to_json(guides) for p in personas]})
 
 
 async def create_agent(request: Request) -> Response:
     service = service_of(request)
     ident = await account(request, write=True)
     persona = await asyncio.to_thread(service.personas.create, await read_json(request), _owner(request, ident))
-    return JSONResponse(persona.to_json(), status_code=201)
+    return JSONResponse(persona.to_json(await _guides(service, [persona])), status_code=201)
 
 
 async def patch_agent(request: Request) -> Response:
@@ -66,7 +69,12 @@ async def patch_agent(request: Request) -> Response:
     ident = await account(request, write=True)
     persona = await asyncio.to_thread(service.personas.patch, request.path_params["agent_id"],
                                       await read_json(request), _owner(request, ident))
-    return JSONResponse(persona.to_json())
+    return JSONResponse(persona.to_json(await _guides(service, [persona])))
+
+
+async def _guides(service: Any, personas: list[Any]) -> dict[str, Any]:
+    """The built vectors' own strength guides for these personas' steering (``stored_guides``)."""
+    return await asyncio.to_thread(stored_guides, [p.steering for p in personas], service.hub.store.engine)
 
 
 def _owner(request: Request, ident: Identity) -> str | None:

@@ -104,3 +104,26 @@ def test_the_calibration_ladder_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("TINYMORPH_CALIBRATION", '{"ladder": [1]}')
     with pytest.raises(InvalidSteering, match="ladder"):
         CalibrationConfig.from_env()
+
+
+def test_the_panel_gets_a_built_vectors_own_guide(tmp_path):
+    """A persona steering with a vector built here shows the range its calibration measured (the
+    one an omitted strength resolves to), a PSR vector its trained strength; shipped ones theirs."""
+    from inference.steering import VectorLibrary
+
+    from agents.personas import steering_for_ui, stored_guides
+
+    lib = VectorLibrary(f"sqlite:///{tmp_path / 'v.db'}")
+    measured = StrengthGuide(0.3, 0.1, 0.3, "calibrated: test")
+    lib.put("mine", "m", {2: np.ones(8, np.float32)}, "caa", {"strength": measured.to_json()})
+    lib.put("raw", "m", {2: np.ones(8, np.float32)}, "caa", {})
+    lib.put("winter", "m", {2: np.ones(8, np.float32)}, "psr", {"strength_trained": 0.8})
+    spec = [{"source": s} for s in ("caa:mine", "caa:raw", "psr:winter", "caa:joyful", "sae:x#1")]
+    guides = stored_guides([spec], lib.db)
+    assert set(guides) == {"caa:mine", "caa:raw", "psr:winter"}
+    ui = {t["source"]: t for t in steering_for_ui(spec, guides)}
+    assert (ui["caa:mine"]["default_strength"], ui["caa:mine"]["recommended"]) == (0.3, [0.1, 0.3])
+    assert ui["caa:raw"]["default_strength"] == CAA_GUIDE.default
+    assert ui["psr:winter"]["default_strength"] == 0.8 and ui["psr:winter"]["kind"] == "psr"
+    assert ui["caa:joyful"]["default_strength"] == CAA_GUIDES["joyful"].default
+    assert "default_strength" not in ui["sae:x#1"]
