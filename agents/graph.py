@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 
 from collab.events import Event, EventBus
 from collab.history import START, History, char_at
+from collab.models import Document
 
 from .models import GraphEdge, GraphNode
 
@@ -114,6 +115,14 @@ class GraphReader:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    def version(self, doc_id: str, conn: Any = None) -> int | None:
+        """The log position of the newest stored change to the graph (None: no graph yet)."""
+        q = select(func.max(GraphNode.seq)).where(GraphNode.doc_id == doc_id)
+        if conn is not None:
+            return conn.execute(q).scalar()
+        with self.engine.connect() as c:
+            return c.execute(q).scalar()
+
     def load(self, doc_id: str, at: int | None) -> list[Node]:
         """The nodes as they were at log position ``at`` (None: the newest)."""
         latest = select(GraphNode.node_id, func.max(GraphNode.seq).label("seq")).where(GraphNode.doc_id == doc_id)
@@ -170,8 +179,25 @@ class GraphBuilder:
         self.embedder = embedder
         self.reader = GraphReader(history.store.engine)
 
+    #: Tries of an update that found the graph changed under it before it gives up (the next
+    #: edit's update starts again from the database).
+    TRIES = 3
+
     def update(self, doc_id: str) -> dict[str, Any]:
-        """Bring the graph up to the end of the document's log."""
+        """Bring the graph up to the end of the document's log. Two updates of one document that
+        overlap (two workers, a lease handed over between hub processes) never both write: the
+        second to commit finds the graph moved on since it read it, writes nothing, and starts
+        again from what the first wrote (``superseded`` counts those tries)."""
+        for attempt in range(self.TRIES):
+            result = self._update_once(doc_id)
+            if result is not None:
+                return {**result, "superseded": attempt}
+        log.warning("graph update of %s: superseded %d times; the next edit's update catches up", doc_id, self.TRIES)
+        return {"seq": None, "superseded": self.TRIES, "embedded": [], "removed": [], "nodes": None, "edges": None}
+
+    def _update_once(self, doc_id: str) -> dict[str, Any] | None:
+        """One try of ``update``: None when another update committed since this one read the graph."""
+        base = self.reader.version(doc_id)
         with self.history.at(doc_id) as replay:
             seq = replay.seq
             paragraphs = split_paragraphs(str(replay.text))
@@ -225,7 +251,8 @@ class GraphBuilder:
             for node in removed:
                 del current[node.node_id]
             edges = edges_for(list(current.values()))
-            self._persist(doc_id, seq, rows, removed, edges)
+            if not self._persist(doc_id, seq, base, rows, removed, edges):
+                return None
             return {
                 "seq": seq,
                 "embedded": [n.node_id for n in to_embed],
@@ -234,12 +261,22 @@ class GraphBuilder:
                 "edges": len(edges),
             }
 
-    def _persist(self, doc_id: str, seq: int, rows: list[Node], removed: list[Node], edges: list[dict]) -> None:
+    def _persist(self, doc_id: str, seq: int, base: int | None, rows: list[Node], removed: list[Node],
+                 edges: list[dict]) -> bool:
+        """Write one update, unless the graph is no longer at ``base`` (another update of the
+        document committed since this one read it): False then, nothing written. The document's
+        row is locked first (PostgreSQL ``FOR UPDATE``; SQLite has one writer anyway), so two
+        updates' check-and-write never interleave."""
         def row(n: Node, gone: bool) -> dict[str, Any]:
             return {"doc_id": doc_id, "node_id": n.node_id, "seq": seq, "position": n.position, "anchor": n.anchor,
                     "text": n.text, "text_hash": n.text_hash, "embedding": n.embedding.tobytes(), "removed": gone}
 
         with self.reader.engine.begin() as conn:
+            conn.execute(select(Document.id).where(Document.id == doc_id).with_for_update())
+            if self.reader.version(doc_id, conn) != base:
+                log.info("graph update of %s at seq %d superseded by another (the graph moved on from %s)",
+                         doc_id, seq, base)
+                return False
             out = [row(n, False) for n in rows] + [row(n, True) for n in removed]
             if out:
                 # a second update at the same seq (a retry) replaces the first
@@ -249,6 +286,7 @@ class GraphBuilder:
             conn.execute(delete(GraphEdge).where(GraphEdge.doc_id == doc_id))
             if edges:
                 conn.execute(insert(GraphEdge), [{"doc_id": doc_id, **e} for e in edges])
+        return True
 
 
 class GraphScheduler:
