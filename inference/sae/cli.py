@@ -76,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction,
     s.add_argument("--tuning-concepts", type=_positive, default=None, help="first N tuning concepts (default: all)")
     s.add_argument("--tuning-prompts", type=_positive, default=2, help="instructions per tuning concept")
     s.add_argument("--strengths", default=None, help="the grid strengths are calibrated on (comma-separated)")
+    s.add_argument("--psr-strengths", default=None, help="the same for PSR (comma-separated)")
     s.add_argument("--max-tokens", type=_positive, default=64)
     s.add_argument("--concept-file", type=Path, default=None, help="another concept set (JSON, as the shipped one)")
     s.set_defaults(func=_eval_steering)
@@ -184,20 +185,25 @@ def _eval_steering(args) -> int:
         known = ", ".join(str(s) for s in ab.Steer if s is not ab.Steer.NONE)
         print(f"tinymorph eval steering: --methods takes {known}, not {args.methods!r}", file=sys.stderr)
         return 2
-    try:
-        grid = tuple(float(x) for x in args.strengths.split(",")) if args.strengths else ab.EvalConfig.strengths
-    except ValueError:
-        print(f"tinymorph eval steering: --strengths must be numbers separated by commas, not {args.strengths!r}",
-              file=sys.stderr)
-        return 2
-    if not grid or any(not 0 < g <= 8 for g in grid):
-        print("tinymorph eval steering: every strength must be in (0, 8] residual norms", file=sys.stderr)
-        return 2
+    grids = {}
+    for flag, given, default in (("--strengths", args.strengths, ab.EvalConfig.strengths),
+                                 ("--psr-strengths", args.psr_strengths, ab.EvalConfig.psr_strengths)):
+        try:
+            grids[flag] = tuple(float(x) for x in given.split(",")) if given else default
+        except ValueError:
+            print(f"tinymorph eval steering: {flag} must be numbers separated by commas, not {given!r}",
+                  file=sys.stderr)
+            return 2
+        if not grids[flag] or any(not 0 < g <= 8 for g in grids[flag]):
+            print("tinymorph eval steering: every strength must be in (0, 8] residual norms", file=sys.stderr)
+            return 2
+    grid = grids["--strengths"]
     inf = _inf(args)
     try:
         cs = ab.ConceptSet.load(args.concept_file) if args.concept_file else ab.ConceptSet.load()
         sae_id = _eval_sae(inf, args.sae, steers)
-        cfg = ab.EvalConfig(sae_id=sae_id, steers=steers, strengths=grid, concepts=args.concepts,
+        cfg = ab.EvalConfig(sae_id=sae_id, steers=steers, strengths=grid, psr_strengths=grids["--psr-strengths"],
+                            concepts=args.concepts,
                             prompts_per_concept=args.prompts, tuning_concepts=args.tuning_concepts,
                             tuning_prompts=args.tuning_prompts, max_tokens=args.max_tokens)
         layer = inf.saes.get(sae_id).layer if sae_id else cfg.layer
