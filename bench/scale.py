@@ -195,22 +195,23 @@ def main(argv: list[str] | None = None) -> int:
         try:
             configs = [] if opts.no_alone else [("1 alone", 1, None)]
             configs += [(f"{n} cluster", n, redis.url) for n in counts]
-            for label, n, cluster in configs * opts.reps:
-                db = Database()
-                hubs = None
-                try:
-                    hubs = Hubs(work / label.replace(" ", "-"), n, db.url, cluster)
-                    rows += measure(label, n, hubs.urls, hubs.cpu, opts, opts.timeout)
-                finally:
-                    if hubs is not None:
-                        hubs.stop()
-                    db.drop()
-            if not opts.no_node:
-                node = NodeServer(work)
-                try:
-                    for _ in range(opts.reps):
+            node = None if opts.no_node else NodeServer(work)
+            try:
+                for _ in range(opts.reps):  # every config, then Node, in each rep: ratios per rep
+                    for label, n, cluster in configs:
+                        db = Database()
+                        hubs = None
+                        try:
+                            hubs = Hubs(work / label.replace(" ", "-"), n, db.url, cluster)
+                            rows += measure(label, n, hubs.urls, hubs.cpu, opts, opts.timeout)
+                        finally:
+                            if hubs is not None:
+                                hubs.stop()
+                            db.drop()
+                    if node is not None:
                         rows += measure("node", 1, node.ws_url, lambda: [node.cpu()], opts, opts.timeout)
-                finally:
+            finally:
+                if node is not None:
                     node.stop()
         finally:
             redis.stop()

@@ -159,7 +159,10 @@ async def _serve(hub: Hub, websocket: WebSocket, doc_id: str, token: str | None)
     try:
         if hub.state is not HubState.RUNNING:
             raise HubShuttingDown("server is shutting down; reconnect shortly")
-        identity = await asyncio.to_thread(hub.auth.for_document, token, doc_id)
+        # A token is looked up in the database (revocation): off the event loop. Without one
+        # nothing is (open mode: a guest; tokens mode: refused), so no thread hop for it.
+        identity = (hub.auth.for_document(token, doc_id) if not token
+                    else await asyncio.to_thread(hub.auth.for_document, token, doc_id))
         room = await hub.rooms.acquire(doc_id)
     except TinymorphError as exc:
         log.warning("refused socket for %s: %s (%d)", doc_id, exc, exc.close_code)

@@ -389,38 +389,68 @@ class Store:
 
     def open(self, doc_id: str, *, create: bool = False) -> LoadedDocument | None:
         """What a room starts from (``load``), or None for an unknown document unless ``create``
-        (then it is created, titled with its id, by whichever process gets there first).
+        (then it is created, titled with its id, by whichever process gets there first)."""
+        found = self.open_many([doc_id], create=create)[doc_id]
+        if isinstance(found, BaseException):
+            raise found
+        return found
 
-        A join's database work: one hop to a worker thread, one pooled connection, plain SQL on
-        the driver (as ``_InsertMany``): SQLAlchemy's per-statement Python cost was most of a
-        join's CPU outside the event loop, several times the queries' own."""
+    def open_many(self, doc_ids: list[str], *, create: bool = False) -> dict[str, LoadedDocument | None | Exception]:
+        """``open`` for several documents in one transaction: a burst of joins (the hub's room
+        loader batches them) costs one hop to a worker thread and a few statements, not a few
+        per join. Each document's answer is its own: a state that fails to merge is that
+        document's exception, not the batch's.
+
+        Plain SQL on the driver (as ``_InsertMany``): SQLAlchemy's per-statement Python cost was
+        most of a join's CPU outside the event loop, several times the queries' own."""
+        ids = list(dict.fromkeys(doc_ids))
         p = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        marks = ", ".join([p] * len(ids))
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
             if create:
-                cur.execute(f"INSERT INTO documents (id, title, owner_id, created_at) VALUES ({p}, '', {p}, {p}) "
-                            "ON CONFLICT (id) DO NOTHING", (doc_id, doc_id, self._created_at()))
-                if cur.rowcount == 1:  # made just now: nothing to read back
-                    conn.commit()
-                    return LoadedDocument(None, 0, 0)
+                # RETURNING names the rows made just now (ON CONFLICT DO NOTHING returns none for
+                # the others): those have nothing to read back.
+                now = self._created_at()
+                cur.execute(f"INSERT INTO documents (id, title, owner_id, created_at) VALUES "
+                            + ", ".join([f"({p}, '', {p}, {p})"] * len(ids)) + " ON CONFLICT (id) DO NOTHING RETURNING id",
+                            [v for d in ids for v in (d, d, now)])
+                made = {row[0] for row in cur.fetchall()}
+                known = [d for d in ids if d not in made]
             else:
-                cur.execute(f"SELECT 1 FROM documents WHERE id = {p}", (doc_id,))
-                if cur.fetchone() is None:
-                    conn.rollback()
-                    return None
-            cur.execute(f"SELECT seq, state FROM snapshots WHERE doc_id = {p} ORDER BY seq DESC LIMIT 1", (doc_id,))
-            snap = cur.fetchone()
-            cur.execute(f"SELECT seq, data FROM updates WHERE doc_id = {p} AND seq > {p} ORDER BY seq",
-                        (doc_id, snap[0] if snap else 0))
-            tail = cur.fetchall()
+                made = set()
+                cur.execute(f"SELECT id FROM documents WHERE id IN ({marks})", ids)
+                present = {row[0] for row in cur.fetchall()}
+                known = [d for d in ids if d in present]
+            snaps: dict[str, tuple[int, bytes]] = {}
+            tails: dict[str, list[tuple[int, bytes]]] = {d: [] for d in known}
+            if known:
+                km = ", ".join([p] * len(known))
+                newest = f"SELECT doc_id, MAX(seq) AS seq FROM snapshots WHERE doc_id IN ({km}) GROUP BY doc_id"
+                cur.execute(f"SELECT s.doc_id, s.seq, s.state FROM snapshots s JOIN ({newest}) n "
+                            "ON s.doc_id = n.doc_id AND s.seq = n.seq", known)
+                snaps = {d: (seq, state) for d, seq, state in cur.fetchall()}
+                cur.execute(f"SELECT u.doc_id, u.seq, u.data FROM updates u LEFT JOIN ({newest}) n ON u.doc_id = n.doc_id "
+                            f"WHERE u.doc_id IN ({km}) AND u.seq > COALESCE(n.seq, 0) ORDER BY u.doc_id, u.seq",
+                            known + known)
+                for d, seq, data in cur.fetchall():
+                    tails[d].append((seq, data))
             conn.commit()
         except BaseException:
             conn.rollback()
             raise
         finally:
             conn.close()  # back to the pool
-        return self._merged(doc_id, snap, tail, None, one_by_one=False)
+        out: dict[str, LoadedDocument | None | Exception] = {d: None for d in ids}
+        for d in made:
+            out[d] = LoadedDocument(None, 0, 0)
+        for d in known:
+            try:
+                out[d] = self._merged(d, snaps.get(d), tails[d], None, one_by_one=False)
+            except Exception as exc:  # noqa: BLE001 - this document's failure, not its batch's
+                out[d] = exc
+        return out
 
     def _created_at(self) -> Any:
         """Now, as the driver takes it for ``documents.created_at`` (SQLAlchemy's conversion)."""

@@ -197,3 +197,80 @@ async def test_hub_on_postgresql_survives_restart(tmp_path, pg_url):
     finally:
         hub.stop()
     hub.assert_clean()
+
+
+def test_open_many_one_transaction_per_burst(store, monkeypatch):
+    """``open_many`` (the room loader's batch) gives each document what ``open`` would: new ones
+    made, known ones as snapshot + tail, unknown ones None; one document that fails to merge is
+    that document's error, not its batch's."""
+    updates, final = _edits(20)
+    known = store.create_document("known", "alice")["id"]
+    store.append([LogEntry(known, i + 1, u, "alice", "Alice", "human", 42) for i, u in enumerate(updates)])
+    store.save_snapshot(known, 8, pycrdt.merge_updates(*updates[:8]))
+    bare = store.create_document("bare", "alice")["id"]
+    broken = store.create_document("broken", "alice")["id"]
+    store.append([LogEntry(broken, 1, updates[0], "alice", "Alice", "human", 42)])
+
+    found = store.open_many([known, bare, "nobody", known])
+    assert set(found) == {known, bare, "nobody"}
+    assert found["nobody"] is None and store.open("nobody") is None
+    assert (found[bare].state, found[bare].seq) == (None, 0)
+    loaded = found[known]
+    assert (loaded.seq, loaded.snapshot_seq, content_text(loaded.state)) == (len(updates), 8, final)
+
+    made = store.open_many(["fresh-1", known, "fresh-2"], create=True)
+    assert made["fresh-1"] == made["fresh-2"] == store.open("fresh-1", create=True)  # made once, then read
+    assert made["fresh-1"].state is None and store.get_document("fresh-2") is not None
+    assert content_text(made[known].state) == final
+
+    merged = Store._merged
+
+    def refuse(self, doc_id, *args, **kwargs):
+        if doc_id == broken:
+            raise RuntimeError("this document's state does not merge")
+        return merged(self, doc_id, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "_merged", refuse)
+    found = store.open_many([broken, known])
+    assert isinstance(found[broken], RuntimeError)
+    assert content_text(found[known].state) == final
+    with pytest.raises(RuntimeError, match="does not merge"):
+        store.open(broken)
+
+
+def test_room_opener_batches_a_burst_of_joins(store, monkeypatch):
+    """The hub's room loader: fifty first joins at once cost a couple of ``open_many`` batches,
+    not fifty; each join gets its own document, and one that fails fails alone."""
+    import asyncio
+
+    from collab.rooms import Opener
+
+    updates, final = _edits(5)
+    broken = store.create_document("broken", "alice")["id"]
+    store.append([LogEntry(broken, 1, updates[0], "alice", "Alice", "human", 42)])
+    batches: list[list[str]] = []
+    open_many, merged = store.open_many, Store._merged
+
+    def counted(doc_ids, **kwargs):
+        batches.append(list(doc_ids))
+        return open_many(doc_ids, **kwargs)
+
+    def refuse(self, doc_id, *args, **kwargs):
+        if doc_id == broken:
+            raise RuntimeError("this document's state does not merge")
+        return merged(self, doc_id, *args, **kwargs)
+
+    monkeypatch.setattr(store, "open_many", counted)
+    monkeypatch.setattr(Store, "_merged", refuse)
+
+    async def burst():
+        opener = Opener(store, create=True)
+        ids = [f"join-{i}" for i in range(50)]
+        return await asyncio.gather(*(opener.open(d) for d in [*ids, broken, ids[0]]), return_exceptions=True)
+
+    results = asyncio.run(burst())
+    assert all(r is not None and r.state is None for r in results[:50]), results[:50]
+    assert isinstance(results[50], RuntimeError) and results[51] == results[0]
+    assert sorted(d for b in batches for d in b) == sorted([*(f"join-{i}" for i in range(50)), broken])
+    assert len(batches) <= 3, [len(b) for b in batches]
+    assert all(store.get_document(f"join-{i}") is not None for i in range(50))
