@@ -147,7 +147,9 @@ def test_sae_feature_recommended_strength_comes_from_max_activation(saes, info):
     assert feat.layer == 10 and feat.max_activation > 0
     assert feat.typical_strength == pytest.approx(
         feat.max_activation * feat.decoder_norm / info.layer_norms[10], rel=1e-5)
-    lo, hi = feat.recommended_strength
-    assert lo == -hi and hi > 0
+    guide = inference().saes.feature_guide("test-res/post10", 3, info)  # not calibrated: from the activation
+    t = round(feat.typical_strength, 3)
+    assert (guide.default, guide.low, guide.high) == (t, t, round(2 * t, 3)) and t > 0
+    assert guide.basis.startswith("not calibrated")
     # computed once, then read from the cache next to the weights
     assert (inference().saes.folder("test-res/post10") / f"feature_max_{info.key}.npy").exists()

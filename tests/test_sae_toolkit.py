@@ -201,3 +201,34 @@ def test_api(tiny, evaluated):
     assert c.get("/api/sae/features", params={"sae": "nope"}).status_code == 404
     assert c.get(f"/api/sae/{sid}/plots/density.png").headers["content-type"] == "image/png"
     assert c.get(f"/api/sae/{sid}/eval").json()["eval"]["l0"] == pytest.approx(8, abs=0.01)
+
+
+def test_feature_calibration_is_the_one_guide(tiny):
+    """A feature calibrated on the fluency ladder (its own activation as the concept score) has
+    that guide stored with the SAE, and it is what search, the card and a steering term without
+    ``strength`` use; before, each of them followed the typical activation."""
+    from inference.sae.calibrate import calibrate_feature
+    from inference.steering.calibration import CALIBRATION_OPENINGS, CalibrationConfig
+    from inference.steering.spec import SteeringSpec, resolve
+
+    inf = tiny[0]
+    model = inf.torch_engine().info
+    c = TestClient(Starlette(routes=routes))
+    c.app.state.inference = inf
+    fid = c.get("/api/sae/features", params={"q": "ships at sea", "sae": SAE_ID, "limit": 1}).json()["features"][0]["id"]
+    feature = int(fid.split("#")[1])
+    assert inf.saes.feature_guide(SAE_ID, feature, model).basis.startswith("not calibrated")
+
+    cfg = CalibrationConfig(strengths=(0.1, 0.4), openings=CALIBRATION_OPENINGS[:2], seeds=(0,), max_tokens=16)
+    guide, points = calibrate_feature(inf, SAE_ID, feature, cfg)
+    assert [p.strength for p in points][:2] == [0.0, 0.1] and guide.basis.startswith("calibrated")
+    assert points[1].concept != points[0].concept  # the feature's activation was read, steered and not
+    assert inf.saes.feature_guide(SAE_ID, feature, model) == guide
+
+    hit = [h for h in c.get("/api/sae/features", params={"q": "ships at sea", "sae": SAE_ID, "limit": 100}).json()[
+        "features"] if h["id"] == fid][0]
+    card = c.get(f"/api/sae/{SAE_ID}/features/{feature}", params={"explain": "0"}).json()
+    for served in (hit, card):
+        assert (served["default_strength"], served["recommended"]) == (guide.default, [guide.low, guide.high])
+    ivs = resolve(SteeringSpec.from_json([{"source": f"sae:{fid}"}]), model, inf.library).interventions
+    assert ivs[0].scale == pytest.approx(guide.default * model.layer_norms[ivs[0].layer])

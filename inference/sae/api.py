@@ -24,7 +24,6 @@ from ..config import InferenceConfig
 from ..exceptions import InferenceError, InvalidRequest, UnknownSAE
 from ..registry import Inference
 from ..server import error_response
-from ..steering.strengths import sae_guide
 from .catalog import SAECatalog
 
 __all__ = ["routes"]
@@ -70,7 +69,7 @@ def _search(inf, q: str, sae: str | None, limit: int) -> list[dict]:
         index = FeatureIndex(inf, sid)
         for j, score in (index.search(q, limit) if q else [(f["feature"], 0.0) for f in index.data["features"]
                                                             if f["max_activation"] > 0][:limit]):
-            guide = sae_guide(inf.saes.feature_info(sid, j, info).typical_strength)
+            guide = inf.saes.feature_guide(sid, j, info)
             hits.append({"id": f"{sid}#{j}", "label": index.feature(j)["label"], "score": round(score, 4),
                          **guide.to_json()})
     return sorted(hits, key=lambda h: -h["score"])[:limit]

@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction,
     x.add_argument("feature", type=int)
     x.set_defaults(func=_explain)
 
+    c = sub.add_parser("calibrate", help="measure features' default strength and range (the fluency ladder); "
+                                         "stored with the SAE and served by the API")
+    c.add_argument("sae_id")
+    c.add_argument("features", type=int, nargs="+")
+    c.set_defaults(func=_calibrate)
+
     d = sub.add_parser("decompose", help="a CAA vector as SAE features; its effect on later layers")
     d.add_argument("vector")
     d.add_argument("sae_id")
@@ -161,6 +167,25 @@ def _explain(args) -> int:
             zip(s["scales"], s["similarity"], s["entropy"], s["composite"])],
            ["scale", "self-similarity", "entropy", "composite"])
     print(f"self-explanation at scale {s['best_scale']}: {s['explanation']!r}")
+    return 0
+
+
+def _calibrate(args) -> int:
+    from ..steering.calibration import CalibrationConfig
+    from .calibrate import calibrate_feature
+
+    inf = _inf(args)
+    for feature in args.features:
+        def progress(f: float, feature: int = feature) -> None:
+            print(f"\r[tinymorph] feature {feature}: {100 * f:.0f}%", end="", file=sys.stderr, flush=True)
+
+        guide, points = calibrate_feature(inf, args.sae_id, feature, CalibrationConfig.from_env(), progress)
+        print(file=sys.stderr)
+        _table([(p.strength, f"{p.delta_nll:+.3f}", f"{p.repeated_trigrams:.3f}", f"{p.concept:.3f}",
+                 "yes" if p.fluent else "no", "yes" if p.rises else "no") for p in points],
+               ["strength", "dNLL", "rep. trigrams", "feature act.", "fluent", "rises"])
+        print(f"{args.sae_id}#{feature}: default {guide.default:g}, recommended {guide.low:g} to {guide.high:g} "
+              f"({guide.basis})")
     return 0
 
 

@@ -276,13 +276,14 @@ def feature_card(inf: Inference, sae_id: str, feature: int, explain: bool = True
     with only the examples the caller may read (see :func:`visible`)."""
     index = FeatureIndex(inf, sae_id)
     f = index.feature(feature)
-    info = inf.saes.feature_info(sae_id, feature, inf.torch_engine().info)
+    model = inf.torch_engine().info
+    info = inf.saes.feature_info(sae_id, feature, model)
+    # The same guide as /api/sae/features and a steering term without strength (one source of truth).
     card = {"id": f"{sae_id}#{feature}", "sae_id": sae_id, "feature": feature, "layer": info.layer,
             "label": f["label"], "density": f["density"], "max_activation": f["max_activation"],
             "examples": [e for e in f["examples"] if visible(e, readable)],
             "typical_strength": round(info.typical_strength, 4),
-            "recommended": [round(info.typical_strength, 3), round(2 * info.typical_strength, 3)],
-            "scores": None}
+            **inf.saes.feature_guide(sae_id, feature, model).to_json(), "scores": None}
     if explain:
         cache = inf.saes.folder(sae_id) / "self_explanations.json"
         cached = json.loads(cache.read_text()) if cache.exists() else {}
@@ -291,5 +292,4 @@ def feature_card(inf: Inference, sae_id: str, feature: int, explain: bool = True
             cache.write_text(json.dumps(cached))
         se = cached[str(feature)]
         card["scores"] = se
-        card["recommended"] = [round(se["best_scale"] / 2, 3), round(se["best_scale"], 3)]
     return card

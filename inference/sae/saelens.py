@@ -13,6 +13,7 @@ evaluation and search of SAEs live next door (``train``, ``eval``, ``explain``).
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import numpy as np
 from .._modelfiles import reference_texts
 from ..exceptions import InvalidSteering, UnknownFeature, UnknownSAE
 from ..steering.spec import ModelInfo
+from ..steering.strengths import StrengthGuide, sae_guide
 
 __all__ = ["SAE", "SAERegistry", "FeatureInfo"]
 
@@ -113,12 +115,8 @@ class FeatureInfo:
     max_activation: float  # over the reference prose
     decoder_norm: float
     #: Strength (in residual norms, as in a steering spec) that adds the feature at its typical
-    #: max activation; the recommended range is +-2x this.
+    #: max activation; an uncalibrated feature's guide is built from it (``feature_guide``).
     typical_strength: float
-
-    @property
-    def recommended_strength(self) -> tuple[float, float]:
-        return (-2 * self.typical_strength, 2 * self.typical_strength)
 
 
 #: (texts, layer) -> one (tokens, d_model) array per text; the torch engine's residuals.
@@ -157,6 +155,35 @@ class SAERegistry:
         """Drop a loaded SAE, so the next ``get`` reads its folder again (after training)."""
         with self._lock:
             self._cache.pop(sae_id, None)
+
+    def feature_guide(self, sae_id: str, feature: int, model: ModelInfo) -> StrengthGuide:
+        """The feature's strength guide: measured by ``calibrate_feature`` when it has been (the
+        fluency ladder, stored beside the SAE), else from its typical activation."""
+        measured = self._measured(sae_id, model).get(str(feature))
+        if measured is not None:
+            return StrengthGuide.from_json(measured["guide"])
+        return sae_guide(self.feature_info(sae_id, feature, model).typical_strength)
+
+    def save_feature_guide(self, sae_id: str, feature: int, model: ModelInfo, guide: StrengthGuide,
+                           points: list[dict]) -> None:
+        self.get(sae_id).direction(feature)  # validates the index
+        with self._lock:
+            path = self._guides_path(sae_id, model)
+            stored = json.loads(path.read_text()) if path.exists() else {}
+            stored[str(feature)] = {"guide": guide.to_json(), "points": points}
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(stored, indent=1))
+            tmp.replace(path)  # atomic: a reader never sees half a file
+
+    def _guides_path(self, sae_id: str, model: ModelInfo) -> Path:
+        return self.folder(sae_id) / f"feature_guides_{model.key}.json"
+
+    def _measured(self, sae_id: str, model: ModelInfo) -> dict:
+        path = self._guides_path(sae_id, model)
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def sae_default_strength(self, sae_id: str, feature: int, model: ModelInfo) -> float:
+        return self.feature_guide(sae_id, feature, model).default
 
     def sae_direction(self, sae_id: str, feature: int, model: ModelInfo) -> tuple[int, np.ndarray]:
         sae = self.get(sae_id)

@@ -138,9 +138,9 @@ class SteeringTerm:
             raise InvalidSteering(f"{where}: unknown field(s) {sorted(unknown)}", param=where)
         source = Source.parse(obj.get("source", "inline" if "vector" in obj else ""), obj.get("vector"))
         strength = obj.get("strength")
-        if strength is None and (source.kind is SourceKind.PSR or (
+        if strength is None and (source.kind in (SourceKind.PSR, SourceKind.SAE) or (
                 source.kind is SourceKind.CAA and source.name not in CAA_GUIDES)):
-            # stored with the vector (its calibration): resolve() asks the library
+            # stored with the vector or the SAE (its calibration): resolve() asks the library
             return cls(source, None, *cls._rest(obj, where, source))
         if strength is None:  # the source's measured default (steering/strengths.py); 1 where none is known
             guide = guide_for(str(source))
@@ -244,6 +244,9 @@ class DirectionProvider(Protocol):
 
     def psr_vectors(self, name: str, model: ModelInfo) -> tuple[dict[int, tuple[np.ndarray, "Gate"]], float]:
         """{layer: (direction, gate)} and the vector's default strength."""
+
+    def sae_default_strength(self, sae_id: str, feature: int, model: ModelInfo) -> float:
+        """An SAE feature's default strength: calibrated where measured, else from its typical activation."""
 
 
 @dataclass(frozen=True)
@@ -381,6 +384,8 @@ def resolve(spec: SteeringSpec, model: ModelInfo, provider: DirectionProvider | 
         else:
             layer, row = provider.sae_direction(src.name, src.feature, model)
             by_layer = {layer: row}
+            if strength is None:
+                strength = provider.sae_default_strength(src.name, src.feature, model)
         for layer, v in by_layer.items():
             if v.shape[-1] != model.d_model:
                 raise InvalidSteering(

@@ -4,9 +4,9 @@ them from (the panel draws its band and its "outside the recommended range" warn
 
 Strengths are in typical residual norms at the layer (``spec.py``). A vector whose strength was
 measured (``calibration.py``) carries its result in its provenance (``stored_guide``); the shipped
-CAA vectors' results are ``CAA_GUIDES``. An SAE feature's range follows its typical activation
-(``SAERegistry.feature_info``): one to two times the strength that adds the feature at its
-typical maximum. This module imports nothing else of ours: the spec asks it for defaults.
+CAA vectors' results are ``CAA_GUIDES``. An SAE feature measured by ``sae/calibrate.py`` has its
+guide stored with the SAE (``SAERegistry.feature_guide``); until then it follows its typical
+activation (``sae_guide``). This module imports nothing else of ours: the spec asks it for defaults.
 """
 
 from __future__ import annotations
@@ -48,8 +48,16 @@ CAA_GUIDE = StrengthGuide(0.1, 0.05, 0.2, "not measured for this vector: the ran
 
 
 def sae_guide(typical_strength: float) -> StrengthGuide:
+    """An uncalibrated feature's guide: one to two times its typical maximum activation; for a
+    feature that does not fire on the reference prose (no typical activation), the range built
+    vectors share rather than a strength of 0 that would steer nothing."""
     t = round(float(typical_strength), 3)
-    return StrengthGuide(t, t, round(2 * t, 3), "the feature's typical maximum activation, one to two times")
+    if t <= 0:
+        return StrengthGuide(CAA_GUIDE.default, CAA_GUIDE.low, CAA_GUIDE.high,
+                             "not calibrated, and the feature does not fire on the reference prose: the range "
+                             "built vectors share (tinymorph sae calibrate measures its own)")
+    return StrengthGuide(t, t, round(2 * t, 3), "not calibrated: the feature's typical maximum activation, one to "
+                                                "two times (tinymorph sae calibrate measures it)")
 
 
 def guide_for(source: str) -> StrengthGuide | None:

@@ -248,3 +248,8 @@ class VectorLibrary:
         if self.saes is None:
             raise UnknownVector("no SAE registry configured", param="source")
         return self.saes.sae_direction(sae_id, feature, model)
+
+    def sae_default_strength(self, sae_id: str, feature: int, model: ModelInfo) -> float:
+        if self.saes is None:
+            raise UnknownVector("no SAE registry configured", param="source")
+        return self.saes.sae_default_strength(sae_id, feature, model)
