@@ -12,6 +12,10 @@ text its author typed). Split four ways, each used once:
    as a REST build calibrates: the fluency budget, toward the writer's side of the pairs); the
    classifier's P(writer) for each, and the writing judge's degenerate rate.
 
+A second way to the same voice is compared on the same test openings: PSR from the *build*
+paragraphs shown in context (``psr.example_contexts``): it learns what reading the writer does
+to the model, at the strength its training arrived at and at half of it.
+
 The classifier is logistic regression on MiniLM sentence embeddings: it learns what separates
 this writer from the model's default prose, whatever that is, without hand-picked features.
 """
@@ -29,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from inference.steering.calibration import CalibrationConfig
+from inference.steering.psr import PSRConfig
 
 __all__ = ["VoiceEvalConfig", "LogisticProbe", "split_corpus", "evaluate", "register"]
 
@@ -46,6 +51,8 @@ class VoiceEvalConfig:
     seed: int = 0
     name: str = "eval-voice"
     calibration: CalibrationConfig = CalibrationConfig()
+    #: The in-context voice (PSR from the build paragraphs); None: not compared.
+    psr: PSRConfig | None = PSRConfig()
 
 
 class LogisticProbe:
@@ -138,22 +145,36 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
     probe = LogisticProbe().fit(x, y)
     train_acc = float(((probe.prob(x) > 0.5) == (y > 0.5)).mean())
 
+    conditions = [("unsteered", 0.0, None)] + [
+        ("calibrated" if s == guide.default else "voice vector", s, f"caa:{cfg.name}")
+        for s in sorted({*cfg.strengths, guide.default})]
+    psr_facts: dict[str, Any] = {}
+    if cfg.psr is not None:
+        from inference.steering.psr import train
+
+        say(f"voice PSR: imitating the model that reads {len(parts['build'])} of the writer's paragraphs")
+        psr = train(inference.torch_engine(), f"the voice of {cfg.trace}", cfg.psr, writer=engine,
+                    examples=parts["build"], progress=lambda f, m: None)
+        inference.library.put_psr(f"{cfg.name}-psr", info, psr, source=f"eval:{cfg.trace}")
+        conditions += [("voice PSR", round(psr.strength * k, 3), f"psr:{cfg.name}-psr") for k in (0.5, 1.0)]
+        psr_facts = {"psr_trained_strength": psr.strength, "psr_losses": psr.losses}
+
     rows = []
     openings = [opening_of(p) for p in parts["test"]]
-    for strength in (0.0, *sorted({*cfg.strengths, guide.default})):
-        steering = [{"source": f"caa:{cfg.name}", "strength": strength}] if strength else []
-        say(f"test continuations at strength {strength:g}")
+    for condition, strength, source in conditions:
+        steering = [{"source": source, "strength": strength}] if source else []
+        say(f"test continuations: {condition} at strength {strength:g}")
         texts = [_continue(engine, o, steering, cfg, seed=100 + i) for i, o in enumerate(openings)]
         p = probe.prob(np.asarray(embed([t or "." for t in texts])))
         bad = [bool(degeneracy(t, o)) for t, o in zip(texts, openings)]
-        condition = "unsteered" if not strength else "calibrated" if strength == guide.default else "voice vector"
         rows.append(Row(condition, strength, float(p.mean()),
                         float((p > 0.5).mean()), float(np.mean(bad)), texts[:3]))
     human = probe.prob(np.asarray(embed(parts["test"]))).mean()  # the writer's own test paragraphs
     base, at = rows[0].p_writer, next(r.p_writer for r in rows if r.condition == "calibrated")
     return rows, {"probe_train_accuracy": train_acc, "writer_test_p": float(human), "pairs": len(pairs),
                   "layer": layer, "trace": cfg.trace, "calibrated_strength": guide.default,
-                  "strength_basis": guide.basis, "p_writer_gain_at_calibrated": at - base, "n_test": len(openings)}
+                  "strength_basis": guide.basis, "p_writer_gain_at_calibrated": at - base, "n_test": len(openings),
+                  **psr_facts}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -178,6 +199,9 @@ def _run(args: argparse.Namespace) -> int:
     # a difference, not a verdict: with a few openings a few hundredths is noise
     print(f"calibrated strength {facts['calibrated_strength']:g} ({facts['strength_basis']}): P(writer) "
           f"{facts['p_writer_gain_at_calibrated']:+.3f} vs unsteered, over {facts['n_test']} openings")
+    for r in rows[1:]:
+        if r.condition == "voice PSR":
+            print(f"voice PSR at {r.strength:g}: P(writer) {r.p_writer - rows[0].p_writer:+.3f} vs unsteered")
     if args.json:
         args.json.write_text(json.dumps({"facts": facts, "rows": [r.__dict__ for r in rows]}, indent=1))
     return 0

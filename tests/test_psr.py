@@ -16,7 +16,7 @@ from inference import GenerationRequest, SamplingParams, SteeringSpec
 from inference.engines import LlamaCppEngine
 from inference.exceptions import InvalidSteering
 from inference.steering import Gate, Intervention, Method, ModelInfo, ResolvedSteering, Scope, apply_interventions, resolve
-from inference.steering.psr import MAX_INSTRUCTION_CHARS, PSRConfig, check_instruction, train
+from inference.steering.psr import MAX_INSTRUCTION_CHARS, OPENINGS, PSRConfig, check_instruction, example_contexts, train
 
 #: Small enough for the suite; the full-size numbers are in inference/README.md ("PSR").
 TINY = PSRConfig(n_texts=4, max_tokens=16, act_steps=100, kl_steps=6, batch=2)
@@ -99,6 +99,36 @@ def test_training_on_the_models_own_text_lowers_the_imitation_loss(trained):
     assert losses["kl_trained"] < losses["kl_unsteered"]  # the steered student is closer to the prompted model
     assert losses["kl_trained"] <= losses["kl_activation_fit"] + 1e-3  # stage 2 does not undo stage 1
     assert psr.strength > 0 and psr.gate_mean > 0
+
+
+PARAGRAPHS = ["Honestly, I never trust a plan that fits on one slide. The good ones are messy, full of caveats "
+              "and arrows, and they admit what nobody knows yet.",
+              "Here's the thing about compilers: they are patient teachers. Every error is a small, precise "
+              "note about what you meant versus what you wrote.",
+              "I spent the weekend rewriting a parser nobody asked me to rewrite. It is faster now, and "
+              "shorter, and I regret nothing."]
+
+
+def test_example_contexts_show_the_writer_to_the_teacher_only():
+    pairs = example_contexts(PARAGRAPHS, 4)
+    assert len(pairs) == 4
+    for teacher, student in pairs:
+        assert teacher.endswith(student) and student in OPENINGS
+        assert sum(p in teacher for p in PARAGRAPHS) == 2 and not any(p in student for p in PARAGRAPHS)
+    with pytest.raises(InvalidSteering, match="examples"):
+        example_contexts(["  ", ""], 2)
+
+
+@pytest.mark.model
+def test_a_voice_from_examples_imitates_the_model_that_reads_them(trained):
+    """PSR from a writer's paragraphs shown in context (a voice) instead of an instruction: the
+    steered student is closer to the model that read the examples than the unsteered one is."""
+    inf, _ = trained
+    psr = train(inf.torch_engine(), "the voice of the test paragraphs", TINY, progress=lambda f, m: None,
+                examples=PARAGRAPHS)
+    assert len(psr.texts) == TINY.n_texts
+    assert psr.losses["kl_trained"] < psr.losses["kl_unsteered"]
+    assert psr.strength > 0
 
 
 @pytest.mark.model

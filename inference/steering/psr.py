@@ -44,7 +44,8 @@ from ..exceptions import InvalidSteering
 from ._envconfig import from_env
 from .spec import gate_coefficients
 
-__all__ = ["PSRConfig", "PSRVector", "train", "contexts", "MAX_INSTRUCTION_CHARS", "check_instruction"]
+__all__ = ["PSRConfig", "PSRVector", "train", "contexts", "example_contexts", "MAX_INSTRUCTION_CHARS",
+           "check_instruction"]
 
 #: An instruction is a sentence or two ("more formal", "write about winter"), not a document.
 MAX_INSTRUCTION_CHARS = 300
@@ -111,6 +112,23 @@ def contexts(instruction: str, render_chat: Callable[[list[dict]], str], n: int)
     return out
 
 
+def example_contexts(examples: Sequence[str], n: int, per_context: int = 2,
+                     max_chars: int = 600) -> list[tuple[str, str]]:
+    """``n`` (teacher prefix, student prefix) pairs for learning a voice from a writer's own
+    paragraphs: the teacher reads ``per_context`` of them before a neutral opening, the student
+    the opening alone. PSR then learns what those examples do inside the model (in-context
+    imitation) as a steering it can apply without them in the prompt."""
+    texts = [e.strip()[:max_chars] for e in examples if e.strip()]
+    if not texts:
+        raise InvalidSteering("examples: at least one non-empty paragraph", param="examples")
+    out = []
+    for i in range(n):
+        shown = [texts[(i * per_context + j) % len(texts)] for j in range(min(per_context, len(texts)))]
+        opening = OPENINGS[i % len(OPENINGS)]
+        out.append(("\n\n".join([*shown, opening]), opening))
+    return out
+
+
 @dataclass
 class PSRVector:
     """What training produces: the direction and gate at one layer, and how training went."""
@@ -154,11 +172,13 @@ class _Example:
 
 
 def train(engine: Any, instruction: str, config: PSRConfig = PSRConfig(), writer: Any = None,
-          progress: Callable[[float, str], None] | None = None) -> PSRVector:
+          progress: Callable[[float, str], None] | None = None, examples: Sequence[str] | None = None) -> PSRVector:
     """Learn PSR steering for ``instruction`` with the torch ``engine`` (a loaded ``TorchEngine``).
 
     ``writer`` writes the training texts (any engine; default ``engine``: llama.cpp is faster).
-    ``progress(fraction, message)`` is called as training goes (a REST build reports it)."""
+    ``progress(fraction, message)`` is called as training goes (a REST build reports it).
+    ``examples``: imitate these paragraphs shown in context instead of the instruction (a voice:
+    ``example_contexts``); ``instruction`` then only names what was learnt."""
     import torch
 
     t0 = time.monotonic()
@@ -172,7 +192,11 @@ def train(engine: Any, instruction: str, config: PSRConfig = PSRConfig(), writer
     norm = info.layer_norms[layer]
 
     # 1. The model writes texts with the instruction in its prompt.
-    texts = _write(engine, writer or engine, instruction, config, lambda f: report(0.4 * f, "writing texts"))
+    if examples is not None:
+        prefixes = example_contexts(examples, config.n_texts)
+    else:
+        prefixes = contexts(instruction, lambda m: engine.render_prompt(_chat_request(m)), config.n_texts)
+    texts = _write(writer or engine, prefixes, config, lambda f: report(0.4 * f, "writing texts"))
     # 2. Teacher and student read them; positions align on the continuation tokens.
     examples = []
     for i, (teacher, student, text) in enumerate(texts):
@@ -240,16 +264,19 @@ def train(engine: Any, instruction: str, config: PSRConfig = PSRConfig(), writer
                      time.monotonic() - t0)
 
 
-def _write(engine: Any, writer: Any, instruction: str, config: PSRConfig,
+def _chat_request(messages: list[dict]) -> Any:
+    from ..engines.base import GenerationRequest
+
+    return GenerationRequest(messages=messages)
+
+
+def _write(writer: Any, prefixes: list[tuple[str, str]], config: PSRConfig,
            progress: Callable[[float], None]) -> list[tuple[str, str, str]]:
-    """(teacher prefix, student prefix, continuation) for ``config.n_texts`` self-written texts."""
+    """(teacher prefix, student prefix, continuation): the writer continues each teacher prefix."""
     from ..engines.base import GenerationRequest, SamplingParams
 
-    def chat(messages: list[dict]) -> str:
-        return engine.render_prompt(GenerationRequest(messages=messages))
-
     out = []
-    for i, (teacher, student) in enumerate(contexts(instruction, chat, config.n_texts)):
+    for i, (teacher, student) in enumerate(prefixes):
         params = SamplingParams(max_tokens=config.max_tokens, min_tokens=config.max_tokens // 2,
                                 temperature=config.temperature, top_p=0.95, seed=config.seed * 1000 + i,
                                 repetition_penalty=1.1)

@@ -1,0 +1,37 @@
+"""``tinymorph eval voice``, small: the real writer (seph-blog1), the real model, a few
+paragraphs and openings, tiny calibration and PSR. The full run is ``tinymorph eval voice``
+(its results: bench/results/voice.md); this checks every condition is built and measured."""
+
+from __future__ import annotations
+
+import pytest
+from inference_support import inference
+
+from agents.voice_eval import VoiceEvalConfig, evaluate
+from collab.testing import load_trace
+from inference.embeddings import Embedder
+from inference.steering.calibration import CALIBRATION_OPENINGS, CalibrationConfig
+from inference.steering.psr import PSRConfig
+
+pytestmark = pytest.mark.model
+
+
+@pytest.mark.timeout(600)
+def test_a_small_voice_eval_measures_the_vector_and_the_in_context_psr():
+    cfg = VoiceEvalConfig(n_build=3, n_writer=6, n_model_prompts=3, n_test=3, strengths=(0.1,), max_tokens=16,
+                          name="test-voice",
+                          calibration=CalibrationConfig(strengths=(0.05, 0.1), openings=CALIBRATION_OPENINGS[:2],
+                                                        seeds=(0,), max_tokens=12),
+                          psr=PSRConfig(n_texts=4, max_tokens=16, act_steps=50, kl_steps=4, batch=2))
+    embedder = Embedder()
+    rows, facts = evaluate(inference(), lambda texts: embedder.embed(list(texts))[0],
+                           load_trace(cfg.trace)["endContent"], cfg, progress=False)
+    conditions = [r.condition for r in rows]
+    assert conditions[0] == "unsteered" and "calibrated" in conditions and conditions[-2:] == ["voice PSR"] * 2
+    psr_rows = rows[-2:]
+    assert psr_rows[1].strength == pytest.approx(2 * psr_rows[0].strength, abs=2e-3)  # rounded to 0.001
+    assert psr_rows[1].strength == pytest.approx(facts["psr_trained_strength"], abs=1e-3)
+    assert facts["psr_losses"]["kl_trained"] < facts["psr_losses"]["kl_unsteered"]
+    for r in rows:
+        assert 0 <= r.p_writer <= 1 and 0 <= r.degenerate <= 1 and len(r.samples) == 3
+    assert facts["n_test"] == 3 and 0.5 < facts["probe_train_accuracy"] <= 1
