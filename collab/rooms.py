@@ -770,8 +770,10 @@ class Opener:
             batch = dict(itertools.islice(self._waiting.items(), self.MAX_BATCH))
             for doc_id in batch:
                 del self._waiting[doc_id]
-            marks = await self.positions(list(batch)) if self.positions is not None else {}
+            marks: dict[str, Any] = {}
             try:
+                if self.positions is not None:
+                    marks = await self.positions(list(batch))
                 found = await asyncio.to_thread(self.store.open_many, list(batch), create=self.create)
             except Exception as exc:  # noqa: BLE001 - e.g. the database is down: each join fails with it
                 found = dict.fromkeys(batch, exc)
