@@ -148,7 +148,7 @@ class EvalConfig:
     #: SAE for the sae-input/sae-output methods (its layer is where every direction acts); None: no SAE methods.
     sae_id: str | None = None
     steers: tuple[Steer, ...] = (Steer.CAA, Steer.SAE_INPUT, Steer.SAE_OUTPUT, Steer.PSR)
-    #: The grid each method's one strength is picked from (residual norms; PSR: times its learned scale).
+    #: The grid each method's one strength is picked from (residual norms; PSR too: its training lands near 0.15-0.2).
     strengths: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.8)
     psr_strengths: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     #: Eval concepts used (None: all), instructions asked of each, tuning concepts and instructions.

@@ -90,7 +90,7 @@ def plot(data: dict, path: Path) -> Path:
     prompt = next((t["harmonic"] for t in data["tuning"] if t["method"] == "prompt"), None)
     if prompt is not None:
         bx.axhline(prompt, color="black", ls=":", lw=1, label="prompt")
-    bx.set_xlabel("strength (residual norms; psr: times its learned scale)")
+    bx.set_xlabel("strength (residual norms at the layer)")
     bx.set_ylabel("mean harmonic")
     bx.set_title("calibration on the tuning concepts", fontsize=9)
     bx.legend(fontsize=6)
