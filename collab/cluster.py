@@ -281,21 +281,17 @@ class Cluster:
 
     # -- rooms ----------------------------------------------------------------------------
 
-    async def positions(self, doc_ids: list[str]) -> dict[str, str | None]:
-        """Each stream's last id, read *before* the rooms load from the database: whatever is
+    async def position(self, doc_id: str) -> str | None:
+        """The stream's last id, read *before* the room loads from the database: whatever is
         committed after that load was appended after this id, so reading on from it misses
-        nothing (and what the load already had is dropped by its seq). One pipeline for a batch
-        of room loads; None (read from the database instead) while Redis is away."""
+        nothing (and what the load already had is dropped by its seq)."""
         if not self.connected:
-            return dict.fromkeys(doc_ids)
+            return None
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for doc_id in doc_ids:
-                pipe.xrevrange(stream_key(doc_id), "+", "-", count=1)
-            found = await pipe.execute()
+            last = await self._redis.xrevrange(stream_key(doc_id), "+", "-", count=1)
         except Exception:  # noqa: BLE001
-            return dict.fromkeys(doc_ids)
-        return {d: last[0][0].decode() if last else "0-0" for d, last in zip(doc_ids, found)}
+            return None
+        return last[0][0].decode() if last else "0-0"
 
     def attach(self, room: "Room", position: str | None) -> None:
         self.rooms[room.doc_id] = room
