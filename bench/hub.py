@@ -147,7 +147,7 @@ class HubServer(Server):
 
     def workers_cpu(self) -> float:
         """CPU of the hub's worker processes (its children): the model work moved out of it."""
-        return sum(_cpu_of(pid) for pid in _children(self.proc.pid))
+        return sum(cpu_of(pid) for pid in _children(self.proc.pid))
 
     def stop(self) -> None:
         self.hub.stop()
@@ -265,7 +265,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _cpu_of(pid: int) -> float:
+def cpu_of(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

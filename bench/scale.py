@@ -2,7 +2,7 @@
 PostgreSQL and one Redis, and many documents joining at once.
 
     python -m bench scale [--processes 1,2,3] [--clients 8] [--edits 100] [--rate 10] [--docs 1000] [--quick]
-                          [--only paced|burst|joins] [--reps N] [--no-alone] [--no-node]
+                          [--only paced|burst|joins] [--generators 1,2] [--reps N] [--no-alone] [--no-node]
 
 Rows, all in one run, side by side:
   - ``1 alone``: one hub on PostgreSQL without a cluster (what a lone hub does today),
@@ -12,7 +12,8 @@ Fan-out (tests/js/scaleload.mjs: stock y-websocket clients in one node process, 
 process i mod N): deliveries/s, p50/p99 latency for peers on the same process and on another
 one, CPU per delivered update (all hub processes together, and the busiest one). Joins: ``--docs``
 clients each on its own document (created on first join) connect, sync and type a word: joins/s
-and sync p50/p99.
+and sync p50/p99, the server's CPU and the load generators' (split over ``--generators`` node
+processes, a row each: one generator process is itself the limit near a thousand joins a second).
 
 On this 2-core machine the load generator, PostgreSQL, Redis and every hub process share two
 cores: more processes cannot show more throughput here, only what the cluster costs per update
@@ -30,7 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.hub import JS_DIR, LineProc, NodeServer, fmt, free_port, node_bin
+from bench.hub import JS_DIR, LineProc, NodeServer, cpu_of, fmt, free_port, node_bin
 from collab.testing import HUB_ONLY, HubProcess
 
 SCALELOAD = JS_DIR / "scaleload.mjs"
@@ -50,6 +51,9 @@ class Row:
     converged: bool = False
     joins_per_s: float = 0.0
     sync: tuple[float | None, float | None] = (None, None)
+    #: joins: CPU seconds of the load generators, and the run's wall time (are they the limit?)
+    gen_cpu: float = 0.0
+    seconds: float = 0.0
     error: str | None = None
 
     @property
@@ -126,12 +130,40 @@ def run(urls: str, cpu, args: list[str], row: Row, timeout: float) -> Row:
             row.deliveries, row.converged = out["deliveries"], out["converged"]
             row.per_s = out["deliveries"] / out["seconds"] if out["seconds"] else float("nan")
             row.same, row.cross = (out["sameP50"], out["sameP99"]), (out["crossP50"], out["crossP99"])
-        else:
-            row.joins_per_s, row.sync = out["joinsPerS"], (out["syncP50"], out["syncP99"])
     except (RuntimeError, TimeoutError, ValueError) as exc:
         row.error = str(exc)[:200]
     finally:
         gen.close()
+    return row
+
+
+def run_joins(urls: str, cpu, docs: int, generators: int, row: Row, timeout: float) -> Row:
+    """The many-documents room with the clients split over ``generators`` node processes, all
+    told "go" together: one node process drives about a thousand joins a second with a whole
+    core, so with one generator a fast server measures the generator (its CPU beside the wall
+    time says when)."""
+    prefix = f"join-{uuid.uuid4().hex[:6]}"
+    sizes = [docs // generators + (k < docs % generators) for k in range(generators)]
+    gens = [LineProc([node_bin(), str(SCALELOAD), "--urls", urls, "--timeout", str(timeout), "--mode", "joins",
+                      "--doc", f"{prefix}-g{k}", "--clients", str(n)]) for k, n in enumerate(sizes)]
+    try:
+        for gen in gens:
+            gen.read(timeout)
+        before, gen_before = cpu(), [cpu_of(g.proc.pid) for g in gens]
+        for gen in gens:
+            gen.say("go")
+        outs = [gen.read(timeout + 30) for gen in gens]
+        row.cpu = [b - a for a, b in zip(before, cpu())]
+        row.gen_cpu = sum(cpu_of(g.proc.pid) - a for g, a in zip(gens, gen_before))
+        lat = sorted(x for out in outs for x in out["lat"])
+        row.seconds = max(out["seconds"] for out in outs)
+        row.joins_per_s = docs / row.seconds
+        row.sync = (lat[len(lat) // 2], lat[min(len(lat) - 1, len(lat) * 99 // 100)])
+    except (RuntimeError, TimeoutError, ValueError, KeyError) as exc:
+        row.error = str(exc)[:200]
+    finally:
+        for gen in gens:
+            gen.close()
     return row
 
 
@@ -144,8 +176,8 @@ def measure(label: str, n: int, urls: str, cpu, opts, timeout: float) -> list[Ro
         rows.append(run(urls, cpu, ["--doc", doc, "--clients", str(opts.clients), "--edits", str(opts.edits),
                                     "--mode", scenario, *extra], Row(label, scenario, n), timeout))
     if opts.only in (None, "joins"):
-        rows.append(run(urls, cpu, ["--doc", f"join-{uuid.uuid4().hex[:6]}", "--clients", str(opts.docs),
-                                    "--mode", "joins"], Row(label, f"{opts.docs} docs", n), timeout))
+        for g in opts.generators:
+            rows.append(run_joins(urls, cpu, opts.docs, g, Row(label, f"{opts.docs} docs/{g}g", n), timeout))
     return rows
 
 
@@ -155,7 +187,8 @@ def ms(pair: tuple[float | None, float | None]) -> str:
 
 def print_table(rows: list[Row]) -> None:
     head = (f"{'config':<12}{'scenario':<11}{'deliveries':>11}{'deliv/s':>9}{'same p50/p99 ms':>18}"
-            f"{'cross p50/p99 ms':>18}{'CPU us/deliv':>14}{'busiest':>9}{'joins/s':>9}{'sync p50/p99 ms':>18}  ok")
+            f"{'cross p50/p99 ms':>18}{'CPU us/deliv':>14}{'busiest':>9}{'joins/s':>9}{'sync p50/p99 ms':>18}  ok / joins: "
+            "server CPU s, load generators' CPU s / wall s")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -168,7 +201,8 @@ def print_table(rows: list[Row]) -> None:
                   f"{fmt(r.cpu_us):>14}{fmt(busiest):>9}{'':>9}{'':>18}  {'converged' if r.converged else 'DIVERGED'}")
         else:
             print(f"{r.label:<12}{r.scenario:<11}{'':>11}{'':>9}{'':>18}{'':>18}{'':>14}{'':>9}"
-                  f"{r.joins_per_s:>9.0f}{ms(r.sync):>18}  CPU {sum(r.cpu):.2f} s ({' + '.join(f'{c:.2f}' for c in r.cpu)})")
+                  f"{r.joins_per_s:>9.0f}{ms(r.sync):>18}  CPU {sum(r.cpu):.2f} s ({' + '.join(f'{c:.2f}' for c in r.cpu)}),"
+                  f" generators {r.gen_cpu:.2f} / {r.seconds:.2f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--edits", type=int, default=100)
     ap.add_argument("--rate", type=float, default=10.0, help="paced: edits/s per client")
     ap.add_argument("--docs", type=int, default=1000, help="the many-documents room: clients, one document each")
+    ap.add_argument("--generators", default="1,2",
+                    help="joins: node load-generator processes the clients are split over, comma list (a row each)")
     ap.add_argument("--no-node", action="store_true")
     ap.add_argument("--no-alone", action="store_true", help="skip the lone hub (no cluster) row")
     ap.add_argument("--only", choices=["paced", "burst", "joins"], help="one scenario only")
@@ -188,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.quick:
         opts.clients, opts.edits, opts.docs = 4, 20, 50
     counts = [int(x) for x in opts.processes.split(",") if x.strip()]
+    opts.generators = [int(x) for x in opts.generators.split(",") if x.strip()]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tm-scale-") as tmp:
         work = Path(tmp)

@@ -55,6 +55,9 @@ PREFIX = "tm"
 STREAM_TTL_S = 24 * 3600
 #: How long a reader's XREAD blocks before it is issued again (a wake-up ends it sooner).
 READ_BLOCK_MS = 2000
+#: Connections for everything but the readers' XREADs (appends, positions, leases, heartbeats):
+#: redis-py's default number, but a command waits for one instead of failing (see ``start``).
+REDIS_CONNECTIONS = 100
 
 
 def stream_key(doc_id: str) -> str:
@@ -233,11 +236,18 @@ class Cluster:
 
         self._loop = asyncio.get_running_loop()
         kw = {"socket_connect_timeout": 2, "health_check_interval": 10}
-        self._redis = redis.from_url(self.url, socket_timeout=5, **kw)
+        # Blocking pools: a command waits (up to ``timeout``) for a free connection. redis-py's
+        # default pool raises MaxConnectionsError at its 100th concurrent command instead, which
+        # a burst of joins (each reads its stream's position) reached: the cluster then took
+        # Redis for lost and caught every open room up from the database.
+        pool = redis.BlockingConnectionPool.from_url(self.url, max_connections=REDIS_CONNECTIONS, timeout=5,
+                                                     socket_timeout=5, **kw)
+        self._redis = redis.Redis(connection_pool=pool)
         # A reader blocks up to READ_BLOCK_MS in XREAD; longer than that without an answer is a
         # Redis that is paused or cut off (then it reconnects and catches up from the database).
-        self._reader_redis = redis.from_url(self.url, socket_timeout=READ_BLOCK_MS / 1000 + 5,
-                                            max_connections=len(self.shards) + 4, **kw)
+        readers = redis.BlockingConnectionPool.from_url(self.url, max_connections=len(self.shards) + 4, timeout=5,
+                                                        socket_timeout=READ_BLOCK_MS / 1000 + 5, **kw)
+        self._reader_redis = redis.Redis(connection_pool=readers)
         try:
             await self._redis.ping()
             self.connected = True
@@ -270,7 +280,7 @@ class Cluster:
                         for doc_id in [d for d in self._owned_until if self.owns(d)]:
                             await self._release(doc_id)
                         await r.delete(_proc_key(self.id), *(shard.wake_key for shard in self.shards))
-                    await r.aclose()
+                    await r.aclose(close_connection_pool=True)  # the pools were passed in: not closed otherwise
                 except Exception:  # noqa: BLE001
                     pass
 
@@ -498,21 +508,36 @@ class Cluster:
 
     async def _catch_up(self, shard: _Shard) -> None:
         """After Redis was away (or a room opened while it was): note each stream's position,
-        then read the database from each room's position on, then read the streams from there."""
+        then read the database from each room's position on, then read the streams from there.
+        The log's end for all the shard's rooms is one query, and only rooms behind it read
+        their hole: a room at a time was a query per open room, thousands after a blip."""
         shard.resync = False
         shard.wake_pos = "$"
         docs = list(shard.docs)
-        if docs:
-            pipe = self._reader_redis.pipeline(transaction=False)
-            for doc_id in docs:
-                pipe.xrevrange(stream_key(doc_id), "+", "-", count=1)
-            for doc_id, last in zip(docs, await pipe.execute()):
-                if doc_id in self._positions:
-                    self._positions[doc_id] = last[0][0].decode() if last else "0-0"
+        if not docs:
+            return
+        # On the main connection: the readers' pool holds one blocking XREAD per shard.
+        pipe = self._redis.pipeline(transaction=False)
         for doc_id in docs:
-            if (seq := self.sequencers.get(doc_id)) is not None:
+            pipe.xrevrange(stream_key(doc_id), "+", "-", count=1)
+        for doc_id, last in zip(docs, await pipe.execute()):
+            if doc_id in self._positions:
+                self._positions[doc_id] = last[0][0].decode() if last else "0-0"
+        try:
+            ends = await asyncio.to_thread(self.store.last_seqs, docs)
+        except Exception:  # noqa: BLE001 - the database is away: read on, and catch up again next round
+            log.warning("cluster: cannot read the log's end for %d rooms; will retry", len(docs), exc_info=True)
+            shard.resync = True
+            await asyncio.sleep(1.0)
+            return
+        for doc_id in docs:
+            if (seq := self.sequencers.get(doc_id)) is None:
+                continue
+            end = ends.get(doc_id, 0)
+            if end > seq.room.applied_seq:
+                seq.known = max(seq.known, end)
                 await seq.fill()
-                self._queue(doc_id, {"t": "q"})
+            self._queue(doc_id, {"t": "q"})
 
     def _handle(self, doc_id: str, messages: list) -> None:
         room = self.rooms.get(doc_id)

@@ -245,3 +245,31 @@ def test_rooms_are_read_by_shard_and_every_room_relays(tmp_path, pg_url, redis_u
             assert max(shards) < len(docs) / 4, shards  # spread, not all on one reader
     finally:
         stop_all(hubs)
+
+
+def test_a_burst_of_joins_waits_for_redis_connections_instead_of_losing_redis(pg_url, redis_url):
+    """Each join reads its stream's position before its room loads: 300 joins at once are more
+    commands in flight than redis-py's default pool allows (100). They wait for a connection;
+    before, the 101st failed with MaxConnectionsError, its join went on without a position, and
+    the cluster took Redis for lost and caught every open room up from the database."""
+    from collab.cluster import Cluster
+    from collab.store import Store
+
+    store = Store(pg_url, allocate_seq=True)
+    store.migrate()
+
+    async def burst() -> tuple[list, bool]:
+        cluster = Cluster(redis_url, store)
+        await cluster.start()
+        try:
+            got = await asyncio.gather(*(cluster.position(f"burst-{i}") for i in range(300)))
+            return got, cluster.connected
+        finally:
+            await cluster.stop()
+
+    try:
+        got, connected = asyncio.run(burst())
+    finally:
+        store.close()
+    assert connected
+    assert got == ["0-0"] * 300  # every stream's position (none has a message yet), no None
