@@ -14,7 +14,9 @@ text its author typed). Split four ways, each used once:
 
 A second way to the same voice is compared on the same test openings: PSR from the *build*
 paragraphs shown in context (``psr.example_contexts``): it learns what reading the writer does
-to the model, at the strength its training arrived at and at half of it.
+to the model, at the strength its training arrived at and at half of it. And the prompt it
+imitates, as the reference for what this model can do with the writer's voice at all: "in
+context" continues each test opening after two of the *build* paragraphs.
 
 The classifier is logistic regression on MiniLM sentence embeddings: it learns what separates
 this writer from the model's default prose, whatever that is, without hand-picked features.
@@ -46,6 +48,9 @@ class VoiceEvalConfig:
     n_writer: int = 32
     n_model_prompts: int = 16
     n_test: int = 16
+    #: Continuations per test opening (each its own seed): P(writer) is a mean over
+    #: ``n_test * samples`` texts, printed with its standard error.
+    samples: int = 2
     strengths: tuple[float, ...] = (0.1, 0.2, 0.4)
     max_tokens: int = 64
     seed: int = 0
@@ -94,10 +99,14 @@ def split_corpus(text: str, cfg: VoiceEvalConfig) -> dict[str, list[str]]:
     return {n: paragraphs[a:b] for n, a, b in zip(names, cuts[:-1], cuts[1:])}
 
 
-def _continue(engine: Any, opening: str, steering: list[dict], cfg: VoiceEvalConfig, seed: int) -> str:
+def _continue(engine: Any, opening: str, steering: list[dict], cfg: VoiceEvalConfig, seed: int,
+              context: str = "") -> str:
+    """The model's continuation of ``opening`` (after ``context``, when given: only the new text
+    is returned and scored)."""
     from inference import GenerationRequest, SamplingParams, SteeringSpec
 
-    out = engine.generate(GenerationRequest(prompt=opening, steering=SteeringSpec.from_json(steering), params=SamplingParams(
+    prompt = f"{context}\n\n{opening}" if context else opening
+    out = engine.generate(GenerationRequest(prompt=prompt, steering=SteeringSpec.from_json(steering), params=SamplingParams(
         max_tokens=cfg.max_tokens, temperature=0.8, top_p=0.95, min_p=0.05, repetition_penalty=1.1, seed=seed)))
     return out.text.strip()
 
@@ -107,6 +116,9 @@ class Row:
     condition: str
     strength: float
     p_writer: float
+    #: Standard error of ``p_writer`` (over the continuations): differences smaller than about
+    #: twice it are noise.
+    p_writer_se: float
     judged_writer: float
     degenerate: float
     samples: list[str] = field(default_factory=list)
@@ -145,7 +157,7 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
     probe = LogisticProbe().fit(x, y)
     train_acc = float(((probe.prob(x) > 0.5) == (y > 0.5)).mean())
 
-    conditions = [("unsteered", 0.0, None)] + [
+    conditions = [("unsteered", 0.0, None), ("in context", 0.0, None)] + [
         ("calibrated" if s == guide.default else "voice vector", s, f"caa:{cfg.name}")
         for s in sorted({*cfg.strengths, guide.default})]
     psr_facts: dict[str, Any] = {}
@@ -161,17 +173,27 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
 
     rows = []
     openings = [opening_of(p) for p in parts["test"]]
+    build = parts["build"]
     for condition, strength, source in conditions:
         steering = [{"source": source, "strength": strength}] if source else []
         say(f"test continuations: {condition} at strength {strength:g}")
-        texts = [_continue(engine, o, steering, cfg, seed=100 + i) for i, o in enumerate(openings)]
+        texts, of = [], []
+        for i, o in enumerate(openings):
+            # "in context": two build paragraphs before the opening, as PSR's teacher reads them
+            context = ("\n\n".join(build[(2 * i + j) % len(build)][:600] for j in range(2))
+                       if condition == "in context" else "")
+            for k in range(cfg.samples):
+                texts.append(_continue(engine, o, steering, cfg, seed=100 + i + 1000 * k, context=context))
+                of.append(o)
         p = probe.prob(np.asarray(embed([t or "." for t in texts])))
-        bad = [bool(degeneracy(t, o)) for t, o in zip(texts, openings)]
-        rows.append(Row(condition, strength, float(p.mean()),
-                        float((p > 0.5).mean()), float(np.mean(bad)), texts[:3]))
+        bad = [bool(degeneracy(t, o)) for t, o in zip(texts, of)]
+        se = float(p.std(ddof=1) / np.sqrt(len(p))) if len(p) > 1 else 0.0
+        rows.append(Row(condition, strength, float(p.mean()), se, float((p > 0.5).mean()), float(np.mean(bad)), texts[:3]))
     human = probe.prob(np.asarray(embed(parts["test"]))).mean()  # the writer's own test paragraphs
     base, at = rows[0].p_writer, next(r.p_writer for r in rows if r.condition == "calibrated")
-    return rows, {"probe_train_accuracy": train_acc, "writer_test_p": float(human), "pairs": len(pairs),
+    in_context = next(r.p_writer for r in rows if r.condition == "in context")
+    return rows, {"p_writer_gain_in_context": in_context - base, "samples_per_opening": cfg.samples,
+                  "probe_train_accuracy": train_acc, "writer_test_p": float(human), "pairs": len(pairs),
                   "layer": layer, "trace": cfg.trace, "calibrated_strength": guide.default,
                   "strength_basis": guide.basis, "p_writer_gain_at_calibrated": at - base, "n_test": len(openings),
                   **psr_facts}
@@ -193,12 +215,14 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\nIn my voice: {facts['trace']}, vector from {facts['pairs']} (paragraph, model rewrite) pairs at "
           f"layer {facts['layer']}; probe: MiniLM + logistic regression, train accuracy "
           f"{facts['probe_train_accuracy']:.2f}; the writer's own held-out paragraphs score {facts['writer_test_p']:.2f}")
-    print(f"{'condition':<14}{'strength':>9}{'P(writer)':>11}{'judged writer':>15}{'degenerate':>12}")
+    print(f"{'condition':<14}{'strength':>9}{'P(writer)':>17}{'judged writer':>15}{'degenerate':>12}")
     for r in rows:
-        print(f"{r.condition:<14}{r.strength:>9g}{r.p_writer:>11.3f}{r.judged_writer:>15.0%}{r.degenerate:>12.0%}")
+        print(f"{r.condition:<14}{r.strength:>9g}{r.p_writer:>11.3f} ±{r.p_writer_se:.3f}{r.judged_writer:>15.0%}"
+              f"{r.degenerate:>12.0%}")
     # a difference, not a verdict: with a few openings a few hundredths is noise
     print(f"calibrated strength {facts['calibrated_strength']:g} ({facts['strength_basis']}): P(writer) "
-          f"{facts['p_writer_gain_at_calibrated']:+.3f} vs unsteered, over {facts['n_test']} openings")
+          f"{facts['p_writer_gain_at_calibrated']:+.3f} vs unsteered, over {facts['n_test']} openings x "
+          f"{facts['samples_per_opening']}; the writer's paragraphs in context: {facts['p_writer_gain_in_context']:+.3f}")
     for r in rows[1:]:
         if r.condition == "voice PSR":
             print(f"voice PSR at {r.strength:g}: P(writer) {r.p_writer - rows[0].p_writer:+.3f} vs unsteered")

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.model
 
 
 @pytest.mark.timeout(600)
-def test_a_small_voice_eval_measures_the_vector_and_the_in_context_psr():
+def test_a_small_voice_eval_measures_the_vector_the_in_context_psr_and_the_prompt():
     cfg = VoiceEvalConfig(n_build=3, n_writer=6, n_model_prompts=3, n_test=3, strengths=(0.1,), max_tokens=16,
                           name="test-voice",
                           calibration=CalibrationConfig(strengths=(0.05, 0.1), openings=CALIBRATION_OPENINGS[:2],
@@ -27,11 +27,15 @@ def test_a_small_voice_eval_measures_the_vector_and_the_in_context_psr():
     rows, facts = evaluate(inference(), lambda texts: embedder.embed(list(texts))[0],
                            load_trace(cfg.trace)["endContent"], cfg, progress=False)
     conditions = [r.condition for r in rows]
-    assert conditions[0] == "unsteered" and "calibrated" in conditions and conditions[-2:] == ["voice PSR"] * 2
+    assert conditions[:2] == ["unsteered", "in context"] and "calibrated" in conditions
+    assert conditions[-2:] == ["voice PSR"] * 2
     psr_rows = rows[-2:]
     assert psr_rows[1].strength == pytest.approx(2 * psr_rows[0].strength, abs=2e-3)  # rounded to 0.001
     assert psr_rows[1].strength == pytest.approx(facts["psr_trained_strength"], abs=1e-3)
     assert facts["psr_losses"]["kl_trained"] < facts["psr_losses"]["kl_unsteered"]
     for r in rows:
         assert 0 <= r.p_writer <= 1 and 0 <= r.degenerate <= 1 and len(r.samples) == 3
+        assert 0 < r.p_writer_se < 0.5  # over n_test x samples continuations, not one
+    assert facts["samples_per_opening"] == 2
+    assert facts["p_writer_gain_in_context"] == pytest.approx(rows[1].p_writer - rows[0].p_writer)
     assert facts["n_test"] == 3 and 0.5 < facts["probe_train_accuracy"] <= 1
