@@ -95,13 +95,21 @@ class _Shard:
         self.wake_pending = False
 
 
-#: Take the lease if free: 2; renew it if ours: 1; another process holds it: 0.
+#: For each key: take the lease if free (2), renew it if ours (1), another process holds it (0).
+#: One script call per chunk of documents, not one per document: renewals run every heartbeat for
+#: every open room, and a command per room was a measurable share of a busy process's CPU.
 _CLAIM = """
-local v = redis.call('GET', KEYS[1])
-if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
-if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if v == false then redis.call('SET', key, ARGV[1], 'PX', ARGV[2]) out[i] = 2
+  elseif v == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]) out[i] = 1
+  else out[i] = 0 end
+end
+return out
 """
+#: Documents per claim script call: keeps each call short, so Redis serves others between them.
+_CLAIM_CHUNK = 500
 #: Give the lease up if ours.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -380,10 +388,12 @@ class Cluster:
         started = time.monotonic()
         ttl_ms = int(self.presence_ttl_s * 1000)
         pipe = self._redis.pipeline(transaction=False)
-        for doc_id in docs:
-            pipe.eval(_CLAIM, 1, _owner_key(doc_id), self.id, ttl_ms)
+        for i in range(0, len(docs), _CLAIM_CHUNK):
+            keys = [_owner_key(doc_id) for doc_id in docs[i:i + _CLAIM_CHUNK]]
+            pipe.eval(_CLAIM, len(keys), *keys, self.id, ttl_ms)
+        answers = [ours for chunk in await pipe.execute() for ours in chunk]
         taken = []
-        for doc_id, ours in zip(docs, await pipe.execute()):
+        for doc_id, ours in zip(docs, answers):
             if ours and doc_id in self.rooms:
                 if ours == 2 or doc_id not in self._tokens:  # taken now: earlier holders are fenced off
                     self._tokens.pop(doc_id, None)

@@ -108,6 +108,44 @@ def test_a_takeover_waits_for_the_fenced_write_in_flight(store, pg_url):
         other.close()
 
 
+class _OpenRoom:
+    """Stands for a room a process has open: lease renewal looks only at which documents those are."""
+
+    remote_clients: dict = {}
+
+
+def test_leases_of_many_rooms_are_claimed_renewed_and_handed_over_in_chunks(store, redis_url):
+    """A process with more open rooms than one claim script call covers (``_CLAIM_CHUNK``): each
+    document's answer is matched to its own document across the chunks. The first process takes
+    them all; a second holding the same rooms gets none while the first renews; once the first
+    lets go, the second takes each with a newer fencing token."""
+    from collab.cluster import _CLAIM_CHUNK, Cluster
+
+    docs = [store.create_document(f"lease {i}", "me")["id"] for i in range(2 * _CLAIM_CHUNK + 37)]
+
+    async def scenario() -> None:
+        first, second = Cluster(redis_url, store), Cluster(redis_url, store)
+        for cluster in (first, second):
+            cluster.rooms.update({d: _OpenRoom() for d in docs})
+        await first.start()
+        await second.start()
+        try:
+            await first._claim_leases()
+            await second._claim_leases()
+            assert all(first.owns(d) for d in docs) and not any(second.owns(d) for d in docs)
+            tokens = {d: first.fence(d) for d in docs}
+            await first._claim_leases()  # a renewal keeps the token
+            assert {d: first.fence(d) for d in docs} == tokens
+            await first.stop()  # gives its leases up
+            await second._claim_leases()
+            assert all(second.owns(d) for d in docs)
+            assert all(second.fence(d) == tokens[d] + 1 for d in docs)
+        finally:
+            await second.stop()
+
+    asyncio.run(scenario())
+
+
 def test_a_snapshot_in_flight_when_the_lease_moves_on_is_refused_and_written_once(tmp_path, pg_url, redis_url):
     """Two hub processes hold the document (a peer on each). Only the lease holder snapshots;
     a snapshot it has in flight while the token moves on (the test holds the lease row, then
