@@ -5,8 +5,9 @@ text its author typed). Split four ways, each used once:
 
 1. *build*: the voice vector, each paragraph against the model's rewrite of it (the same
    ``rewrite_pairs`` the REST build uses);
-2. *writer*: held-out paragraphs, the positive class of a classifier;
-3. *model*: unsteered continuations of other openings, its negative class;
+2. *writer*: held-out paragraphs, the positive class of the classifiers (and, rewritten by the
+   model, the negative class of the content-matched one);
+3. *model*: unsteered continuations of other openings, the default probe's negative class;
 4. *test*: openings the classifier never saw, continued unsteered and steered at several
    strengths, one of them the vector's calibrated default (``inference.steering.calibration``,
    as a REST build calibrates: the fluency budget, toward the writer's side of the pairs); the
@@ -20,6 +21,12 @@ context" continues each test opening after two of the *build* paragraphs.
 
 The classifier is logistic regression on MiniLM sentence embeddings: it learns what separates
 this writer from the model's default prose, whatever that is, without hand-picked features.
+Two of them, because "whatever that is" includes the topic: the *default* probe takes the
+model's continuations of other openings as the model's prose, so it also rewards writing about
+what this writer writes about (which a voice vector, built from pairs with the same content,
+cannot add by design); the *content-matched* probe takes the model's rewrites of the writer's
+held-out paragraphs (the vector's own kind of pair), so what separates its classes is the way
+the same things are said.
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ class VoiceEvalConfig:
     calibration: CalibrationConfig = CalibrationConfig()
     #: The in-context voice (PSR from the build paragraphs); None: not compared.
     psr: PSRConfig | None = PSRConfig()
+    #: The voice PSR's rows: these multiples of the strength its training arrived at.
+    psr_scales: tuple[float, ...] = (0.5, 1.0)
 
 
 class LogisticProbe:
@@ -122,6 +131,13 @@ class Row:
     judged_writer: float
     degenerate: float
     samples: list[str] = field(default_factory=list)
+    #: P(writer) by the content-matched probe (the writer's paragraphs vs the model's rewrites of them).
+    p_voice: float = float("nan")
+    p_voice_se: float = float("nan")
+    #: Both, over the continuations the writing judge passes only: a probe trained against
+    #: fluent model prose may read broken text as "not the model", so as the writer's.
+    p_writer_fluent: float = float("nan")
+    p_voice_fluent: float = float("nan")
 
 
 def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = VoiceEvalConfig(),
@@ -156,6 +172,12 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
     y = np.asarray([1.0] * len(parts["writer"]) + [0.0] * len(model_texts))
     probe = LogisticProbe().fit(x, y)
     train_acc = float(((probe.prob(x) > 0.5) == (y > 0.5)).mean())
+    say("the model's rewrites of the writer's held-out paragraphs, for the content-matched probe")
+    matched = rewrite_pairs(engine, parts["writer"])
+    xv = np.asarray(embed([w for w, _ in matched] + [r for _, r in matched]))
+    yv = np.asarray([1.0] * len(matched) + [0.0] * len(matched))
+    voice_probe = LogisticProbe().fit(xv, yv)
+    voice_train_acc = float(((voice_probe.prob(xv) > 0.5) == (yv > 0.5)).mean())
 
     conditions = [("unsteered", 0.0, None), ("in context", 0.0, None)] + [
         ("calibrated" if s == guide.default else "voice vector", s, f"caa:{cfg.name}")
@@ -168,7 +190,7 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
         psr = train(inference.torch_engine(), f"the voice of {cfg.trace}", cfg.psr, writer=engine,
                     examples=parts["build"], progress=lambda f, m: None)
         inference.library.put_psr(f"{cfg.name}-psr", info, psr, source=f"eval:{cfg.trace}")
-        conditions += [("voice PSR", round(psr.strength * k, 3), f"psr:{cfg.name}-psr") for k in (0.5, 1.0)]
+        conditions += [("voice PSR", round(psr.strength * k, 3), f"psr:{cfg.name}-psr") for k in cfg.psr_scales]
         psr_facts = {"psr_trained_strength": psr.strength, "psr_losses": psr.losses}
 
     rows = []
@@ -185,18 +207,30 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
             for k in range(cfg.samples):
                 texts.append(_continue(engine, o, steering, cfg, seed=100 + i + 1000 * k, context=context))
                 of.append(o)
-        p = probe.prob(np.asarray(embed([t or "." for t in texts])))
-        bad = [bool(degeneracy(t, o)) for t, o in zip(texts, of)]
-        se = float(p.std(ddof=1) / np.sqrt(len(p))) if len(p) > 1 else 0.0
-        rows.append(Row(condition, strength, float(p.mean()), se, float((p > 0.5).mean()), float(np.mean(bad)), texts[:3]))
-    human = probe.prob(np.asarray(embed(parts["test"]))).mean()  # the writer's own test paragraphs
-    base, at = rows[0].p_writer, next(r.p_writer for r in rows if r.condition == "calibrated")
-    in_context = next(r.p_writer for r in rows if r.condition == "in context")
-    return rows, {"p_writer_gain_in_context": in_context - base, "samples_per_opening": cfg.samples,
+        e = np.asarray(embed([t or "." for t in texts]))
+        p, pv = probe.prob(e), voice_probe.prob(e)
+        bad = np.asarray([bool(degeneracy(t, o)) for t, o in zip(texts, of)])
+        fluent = ~bad if (~bad).any() else np.ones_like(bad)
+        rows.append(Row(condition, strength, float(p.mean()), _se(p), float((p > 0.5).mean()), float(bad.mean()),
+                        texts[:3], float(pv.mean()), _se(pv), float(p[fluent].mean()), float(pv[fluent].mean())))
+    test = np.asarray(embed(parts["test"]))  # the writer's own test paragraphs
+    human, human_voice = probe.prob(test).mean(), voice_probe.prob(test).mean()
+    base = rows[0]
+    at = next(r for r in rows if r.condition == "calibrated")
+    in_context = next(r for r in rows if r.condition == "in context")
+    return rows, {"p_writer_gain_in_context": in_context.p_writer - base.p_writer, "samples_per_opening": cfg.samples,
+                  "p_voice_gain_in_context": in_context.p_voice - base.p_voice,
+                  "p_voice_gain_at_calibrated": at.p_voice - base.p_voice,
+                  "voice_probe_train_accuracy": voice_train_acc, "writer_test_p_voice": float(human_voice),
                   "probe_train_accuracy": train_acc, "writer_test_p": float(human), "pairs": len(pairs),
                   "layer": layer, "trace": cfg.trace, "calibrated_strength": guide.default,
-                  "strength_basis": guide.basis, "p_writer_gain_at_calibrated": at - base, "n_test": len(openings),
+                  "strength_basis": guide.basis, "p_writer_gain_at_calibrated": at.p_writer - base.p_writer, "n_test": len(openings),
                   **psr_facts}
+
+
+def _se(p: np.ndarray) -> float:
+    """Standard error of the mean of ``p``."""
+    return float(p.std(ddof=1) / np.sqrt(len(p))) if len(p) > 1 else 0.0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -214,18 +248,25 @@ def _run(args: argparse.Namespace) -> int:
     rows, facts = evaluate(inference, lambda texts: embedder.embed(list(texts))[0], text, cfg)
     print(f"\nIn my voice: {facts['trace']}, vector from {facts['pairs']} (paragraph, model rewrite) pairs at "
           f"layer {facts['layer']}; probe: MiniLM + logistic regression, train accuracy "
-          f"{facts['probe_train_accuracy']:.2f}; the writer's own held-out paragraphs score {facts['writer_test_p']:.2f}")
-    print(f"{'condition':<14}{'strength':>9}{'P(writer)':>17}{'judged writer':>15}{'degenerate':>12}")
+          f"{facts['probe_train_accuracy']:.2f}; the writer's own held-out paragraphs score {facts['writer_test_p']:.2f}; "
+          f"content-matched probe: train accuracy {facts['voice_probe_train_accuracy']:.2f}, the writer's "
+          f"paragraphs {facts['writer_test_p_voice']:.2f}")
+    print(f"{'condition':<14}{'strength':>9}{'P(writer)':>17}{'content-matched':>19}{'judged writer':>15}"
+          f"{'degenerate':>12}   both probes, fluent continuations only")
     for r in rows:
-        print(f"{r.condition:<14}{r.strength:>9g}{r.p_writer:>11.3f} ±{r.p_writer_se:.3f}{r.judged_writer:>15.0%}"
-              f"{r.degenerate:>12.0%}")
+        print(f"{r.condition:<14}{r.strength:>9g}{r.p_writer:>11.3f} ±{r.p_writer_se:.3f}{r.p_voice:>13.3f} ±"
+              f"{r.p_voice_se:.3f}{r.judged_writer:>15.0%}{r.degenerate:>12.0%}   {r.p_writer_fluent:.3f} "
+              f"{r.p_voice_fluent:.3f}")
     # a difference, not a verdict: with a few openings a few hundredths is noise
     print(f"calibrated strength {facts['calibrated_strength']:g} ({facts['strength_basis']}): P(writer) "
           f"{facts['p_writer_gain_at_calibrated']:+.3f} vs unsteered, over {facts['n_test']} openings x "
           f"{facts['samples_per_opening']}; the writer's paragraphs in context: {facts['p_writer_gain_in_context']:+.3f}")
+    print(f"content-matched probe: calibrated {facts['p_voice_gain_at_calibrated']:+.3f}, in context "
+          f"{facts['p_voice_gain_in_context']:+.3f} vs unsteered")
     for r in rows[1:]:
         if r.condition == "voice PSR":
-            print(f"voice PSR at {r.strength:g}: P(writer) {r.p_writer - rows[0].p_writer:+.3f} vs unsteered")
+            print(f"voice PSR at {r.strength:g}: P(writer) {r.p_writer - rows[0].p_writer:+.3f}, content-matched "
+                  f"{r.p_voice - rows[0].p_voice:+.3f} vs unsteered")
     if args.json:
         args.json.write_text(json.dumps({"facts": facts, "rows": [r.__dict__ for r in rows]}, indent=1))
     return 0

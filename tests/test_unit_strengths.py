@@ -88,6 +88,11 @@ def test_the_guide_is_the_largest_fluent_strength_whose_concept_rose():
     # nothing raised the concept score: the gentlest strength tried, and the basis says so
     flat = guide_from_points([_point(0, 0, 0.0, rises=False), _point(0.1, 0.1, 0.0, rises=False)])
     assert flat.default == 0.1 and "no strength raised" in flat.basis
+    # the gentlest strength already broke the budget: the basis says which limit, with its figures
+    broke = guide_from_points([_point(0, 0, 0.0, rises=False),
+                               StrengthPoint(0.05, 3.05, 0.05, 0.096, 0.1, False, True)])
+    assert broke.default == 0.05 and "already broke the fluency budget" in broke.basis
+    assert "0.000 -> 0.096" in broke.basis
 
 
 def test_the_pair_concept_score_prefers_the_positive_side():

@@ -36,6 +36,10 @@ def test_a_small_voice_eval_measures_the_vector_the_in_context_psr_and_the_promp
     for r in rows:
         assert 0 <= r.p_writer <= 1 and 0 <= r.degenerate <= 1 and len(r.samples) == 3
         assert 0 < r.p_writer_se < 0.5  # over n_test x samples continuations, not one
+        assert 0 <= r.p_voice <= 1 and 0 < r.p_voice_se < 0.5  # the content-matched probe's
+        assert 0 <= r.p_writer_fluent <= 1 and 0 <= r.p_voice_fluent <= 1
     assert facts["samples_per_opening"] == 2
     assert facts["p_writer_gain_in_context"] == pytest.approx(rows[1].p_writer - rows[0].p_writer)
     assert facts["n_test"] == 3 and 0.5 < facts["probe_train_accuracy"] <= 1
+    assert 0.5 < facts["voice_probe_train_accuracy"] <= 1
+    assert facts["p_voice_gain_in_context"] == pytest.approx(rows[1].p_voice - rows[0].p_voice)

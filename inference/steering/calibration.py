@@ -157,8 +157,15 @@ def guide_from_points(points: Sequence[StrengthPoint], cfg: CalibrationConfig = 
     budget = f"within {cfg.max_delta_nll:g} nats/token of the unsteered NLL and no rise in repeated trigrams"
     if not good:
         lowest = min(p.strength for p in points if p.strength > 0)
-        return StrengthGuide(lowest, lowest, lowest, f"calibrated: no strength raised the concept score {budget}; "
-                                                     "the smallest tried")
+        first = min((p for p in points if p.strength > 0), key=lambda p: p.strength)
+        base = next((p for p in points if p.strength == 0), None)
+        if not first.fluent and base is not None:  # say which limit: the writer can judge a noisy one
+            why = (f"the smallest strength tried already broke the fluency budget (NLL {first.delta_nll:+.2f} "
+                   f"nats/token, repeated trigrams {base.repeated_trigrams:.3f} -> {first.repeated_trigrams:.3f}; "
+                   f"{budget}); the default is that strength")
+        else:
+            why = f"no strength raised the concept score {budget}; the smallest tried"
+        return StrengthGuide(lowest, lowest, lowest, f"calibrated: {why}")
     return StrengthGuide(max(good), min(good), max(good),
                          f"calibrated: the largest strength {budget} whose concept score rose "
                          f"({len(cfg.openings) * len(cfg.seeds)} continuations per strength)")

@@ -236,7 +236,7 @@ def train(engine: Any, instruction: str, config: PSRConfig = PSRConfig(), writer
             loss.backward()
             opt.step()
             if (step + 1) % 50 == 0 or step + 1 == config.act_steps:
-                report(0.5 + 0.05 * (step + 1) / config.act_steps, f"activation imitation {float(loss):.3f}")
+                report(0.5 + 0.05 * (step + 1) / config.act_steps, f"activation imitation {loss.item():.3f}")
         mse_end = float(loss.detach()) if config.act_steps else mse_start
         kl_stage1 = kl_all()
 
@@ -250,16 +250,16 @@ def train(engine: Any, instruction: str, config: PSRConfig = PSRConfig(), writer
                 loss = torch.stack([kl(examples[j]) for j in batch]).mean()
                 loss.backward()
             opt.step()
-            report(0.55 + 0.45 * (step + 1) / config.kl_steps, f"next-token imitation {float(loss):.3f}")
+            report(0.55 + 0.45 * (step + 1) / config.kl_steps, f"next-token imitation {loss.item():.3f}")
         kl_trained = kl_all() if config.kl_steps else kl_stage1
 
     with torch.no_grad():
-        mean = float(gate_coefficients(everywhere, w, b).mean())
+        mean = gate_coefficients(everywhere, w, b).mean().item()
         vec = (norm * v).detach().float().numpy().copy()
     losses = {"kl_unsteered": round(kl_unsteered, 4), "kl_diffmean": round(kl_diffmean, 4),
               "kl_activation_fit": round(kl_stage1, 4), "kl_trained": round(kl_trained, 4),
               "mse_diffmean": round(mse_start, 4), "mse_fit": round(mse_end, 4)}
-    return PSRVector(instruction, layer, vec, w.detach().numpy().copy(), float(b), mean,
+    return PSRVector(instruction, layer, vec, w.detach().numpy().copy(), b.item(), mean,
                      mean * float(np.linalg.norm(vec)) / norm, losses, [t for _, _, t in texts], config,
                      time.monotonic() - t0)
 
