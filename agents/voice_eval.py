@@ -90,6 +90,9 @@ class LogisticProbe:
     def prob(self, x: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-(x @ self.w + self.b)))
 
+    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float(((self.prob(x) > 0.5) == (y > 0.5)).mean())
+
 
 def opening_of(paragraph: str, words: int = 12) -> str:
     """The first sentence, or the first ``words`` words if that is shorter."""
@@ -171,13 +174,13 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
     x = np.asarray(embed(parts["writer"] + model_texts))
     y = np.asarray([1.0] * len(parts["writer"]) + [0.0] * len(model_texts))
     probe = LogisticProbe().fit(x, y)
-    train_acc = float(((probe.prob(x) > 0.5) == (y > 0.5)).mean())
+    train_acc = probe.accuracy(x, y)
     say("the model's rewrites of the writer's held-out paragraphs, for the content-matched probe")
     matched = rewrite_pairs(engine, parts["writer"])
     xv = np.asarray(embed([w for w, _ in matched] + [r for _, r in matched]))
     yv = np.asarray([1.0] * len(matched) + [0.0] * len(matched))
     voice_probe = LogisticProbe().fit(xv, yv)
-    voice_train_acc = float(((voice_probe.prob(xv) > 0.5) == (yv > 0.5)).mean())
+    voice_train_acc = voice_probe.accuracy(xv, yv)
 
     conditions = [("unsteered", 0.0, None), ("in context", 0.0, None)] + [
         ("calibrated" if s == guide.default else "voice vector", s, f"caa:{cfg.name}")

@@ -158,6 +158,7 @@ def run_joins(urls: str, cpu, docs: int, generators: int, row: Row, timeout: flo
         lat = sorted(x for out in outs for x in out["lat"])
         row.seconds = max(out["seconds"] for out in outs)
         row.joins_per_s = docs / row.seconds
+        # percentiles as loadcommon.mjs takes them, so pooled rows read like a single generator's
         row.sync = (lat[len(lat) // 2], lat[min(len(lat) - 1, len(lat) * 99 // 100)])
     except (RuntimeError, TimeoutError, ValueError, KeyError) as exc:
         row.error = str(exc)[:200]

@@ -156,8 +156,8 @@ def guide_from_points(points: Sequence[StrengthPoint], cfg: CalibrationConfig = 
     good = [p.strength for p in points if p.strength > 0 and p.fluent and p.rises]
     budget = f"within {cfg.max_delta_nll:g} nats/token of the unsteered NLL and no rise in repeated trigrams"
     if not good:
-        lowest = min(p.strength for p in points if p.strength > 0)
         first = min((p for p in points if p.strength > 0), key=lambda p: p.strength)
+        lowest = first.strength
         base = next((p for p in points if p.strength == 0), None)
         if not first.fluent and base is not None:  # say which limit: the writer can judge a noisy one
             why = (f"the smallest strength tried already broke the fluency budget (NLL {first.delta_nll:+.2f} "
