@@ -232,15 +232,19 @@ def build_vector(self, job_id: str) -> dict[str, Any]:
             _train_psr(res, job, layers[0], lambda fraction: jobs.update(job_id, progress=round(fraction, 3)))
             jobs.update(job_id, status=str(JobStatus.READY), progress=1.0, layers=layers)
             return {"job_id": job_id, "status": "ready", "layers": layers}
-        pairs, share = [tuple(p) for p in job["pairs"]], 1.0
+        pairs, share, paragraphs = [tuple(p) for p in job["pairs"]], 1.0, 0
         if job.get("voice"):  # first the pairs (half the progress), then the vector
-            pairs, share = _voice_pairs(res, job["voice"], lambda done: jobs.update(job_id, progress=done / 2)), 0.5
+            paragraphs, pairs = _voice_pairs(res, job["voice"], lambda done: jobs.update(job_id, progress=done / 2))
+            share = 0.5
         # Building takes the first 80% of the progress, calibrating its strength the rest.
         start = 1 - share
         inference.library.build(job["name"], info, pairs, layers,
                                 source=f"voice:{job['voice']['author_id']}" if job.get("voice") else f"rest:{job['requested_by']}",
                                 on_pair=lambda done, total: jobs.update(
                                     job_id, progress=round(start + 0.8 * share * done / total, 3)))
+        if paragraphs:  # what the pairs came from: the writer's paragraphs, cut into sentences
+            inference.library.set_provenance(job["name"], info.key, voice={
+                "paragraphs": paragraphs, "unit": "sentence", "doc_ids": job["voice"]["doc_ids"]})
         _calibrate(res, job["name"], info.key, pairs,
                    lambda f: jobs.update(job_id, progress=round(start + share * (0.8 + 0.19 * f), 3)))
     except (InferenceError, InvalidVectorRequest) as exc:
@@ -287,15 +291,15 @@ def _train_psr(res: Resources, job: dict[str, Any], layer: int, progress: Any) -
     inference.library.put_psr(job["name"], engine.info, psr, source=f"rest:{job['requested_by']}")
 
 
-def _voice_pairs(res: Resources, voice: dict[str, Any], progress: Any) -> list[tuple[str, str]]:
-    """(writer's paragraph, the model's rewrite of it) for the paragraphs the writer wrote in the
-    documents (``vector_jobs.voice_paragraphs``, ``vector_jobs.rewrite_pairs``)."""
+def _voice_pairs(res: Resources, voice: dict[str, Any], progress: Any) -> tuple[int, list[tuple[str, str]]]:
+    """How many paragraphs the writer wrote in the documents (``vector_jobs.voice_paragraphs``),
+    and their sentences each against the model's rewrite of it (``vector_jobs.voice_pairs``)."""
     from collab.history import History
 
-    from .vector_jobs import VOICE_MIN_PARAGRAPHS, rewrite_pairs, voice_paragraphs
+    from .vector_jobs import VOICE_MIN_PARAGRAPHS, voice_pairs, voice_paragraphs
 
     paragraphs = voice_paragraphs(History(res.store), voice["doc_ids"], voice["author_id"])
     if len(paragraphs) < VOICE_MIN_PARAGRAPHS:
         raise InvalidVectorRequest(f"voice: {len(paragraphs)} paragraphs written by {voice['author_id']} in these "
                                    f"documents; at least {VOICE_MIN_PARAGRAPHS} are needed")
-    return rewrite_pairs(res.engine(""), paragraphs, progress)
+    return len(paragraphs), voice_pairs(res.engine(""), paragraphs, progress)

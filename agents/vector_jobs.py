@@ -5,6 +5,7 @@ the API says of a vector, its strength guidance included (``inference.steering.g
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from .exceptions import InvalidVectorRequest, VectorBusy
 from .models import VectorJobRow
 
 __all__ = ["JobStatus", "Voice", "VectorRequest", "VectorJobs", "vector_json", "voice_paragraphs", "VECTOR_TASK",
-           "VECTOR_OPTIONS", "MAX_PAIRS", "MAX_TEXT_CHARS", "VOICE_MIN_PARAGRAPHS", "rewrite_pairs"]
+           "VECTOR_OPTIONS", "MAX_PAIRS", "MAX_TEXT_CHARS", "VOICE_MIN_PARAGRAPHS", "rewrite_pairs", "voice_units",
+           "voice_pairs"]
 
 VECTOR_TASK = "tinymorph.vectors.build"
 #: A build reads every pair through the model once: minutes at most on a CPU for the bundled one.
@@ -43,7 +45,7 @@ class JobStatus(StrEnum):
 @dataclass(frozen=True)
 class Voice:
     """"In my voice": a writer's own paragraphs in these documents, found through the log's
-    attribution, each against the model's rewrite of the same content (``voice_pairs``)."""
+    attribution, their sentences each against the model's rewrite of it (``voice_pairs``)."""
 
     doc_ids: list[str]
     #: Whose writing; None: the caller's.
@@ -213,12 +215,19 @@ def voice_paragraphs(history: Any, doc_ids: list[str], author_id: str) -> list[s
     return found[:MAX_PAIRS]
 
 
-#: How the model is asked for its own version of a writer's paragraph: the "not your voice" side.
+#: How the model is asked for its own version of a writer's text: the "not your voice" side.
 REWRITE_PROMPT = "Rewrite this paragraph in your own words. Keep what it says.\n\n"
+REWRITE_SENTENCE_PROMPT = "Rewrite this sentence in your own words. Keep what it says.\n\n"
+#: A voice pair's sides within this ratio of lengths: a longer or shorter side is a direction of
+#: its own (length, list-making), which the vector would learn as "voice".
+VOICE_LENGTH_RATIO = (0.6, 1.6)
+#: Sentences shorter than this are fragments ("Rain again."): too little to rewrite.
+VOICE_MIN_SENTENCE_CHARS = 40
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
-def rewrite_pairs(engine: Any, paragraphs: list[str], progress: Callable[[float], None] | None = None
-                  ) -> list[tuple[str, str]]:
+def rewrite_pairs(engine: Any, paragraphs: list[str], progress: Callable[[float], None] | None = None,
+                  prompt: str = REWRITE_PROMPT) -> list[tuple[str, str]]:
     """(paragraph, the model's rewrite of it): what differs between the two is the voice, not
     the content, so their mean difference in the residual stream is a direction toward the
     writer. Greedy with a mild repetition penalty: the model's plainest version."""
@@ -227,7 +236,7 @@ def rewrite_pairs(engine: Any, paragraphs: list[str], progress: Callable[[float]
     pairs = []
     for i, paragraph in enumerate(paragraphs):
         out = engine.generate(GenerationRequest(
-            messages=[{"role": "user", "content": REWRITE_PROMPT + paragraph}],
+            messages=[{"role": "user", "content": prompt + paragraph}],
             params=SamplingParams(max_tokens=min(256, len(paragraph) // 3 + 32), repetition_penalty=1.1)))
         rewrite = out.text.strip()
         if rewrite and rewrite != paragraph:
@@ -235,3 +244,33 @@ def rewrite_pairs(engine: Any, paragraphs: list[str], progress: Callable[[float]
         if progress is not None:
             progress((i + 1) / len(paragraphs))
     return pairs
+
+
+def voice_units(paragraphs: list[str], limit: int = MAX_PAIRS) -> list[str]:
+    """What a voice build rewrites: each paragraph's sentences of ``VOICE_MIN_SENTENCE_CHARS``+
+    (a paragraph without one, whole), at most ``limit``, spread over the paragraphs."""
+    units = []
+    for paragraph in paragraphs:
+        sentences = [t.strip() for t in _SENTENCE_END.split(paragraph) if len(t.strip()) >= VOICE_MIN_SENTENCE_CHARS]
+        units.append(sentences or [paragraph])
+    chosen: list[str] = []
+    for k in range(max(map(len, units), default=0)):  # round-robin: every paragraph before any second sentence
+        chosen += [u[k] for u in units if k < len(u)]
+    return chosen[:limit]
+
+
+def voice_pairs(engine: Any, paragraphs: list[str], progress: Callable[[float], None] | None = None
+                ) -> list[tuple[str, str]]:
+    """The "in my voice" pairs: each of the writer's sentences (``voice_units``) against the
+    model's rewrite of that sentence, length-matched where the model allows. Sentences rather
+    than paragraphs: a paragraph's rewrite drifts (it drops, adds and reorders), so the pair's
+    difference carries content and length too; a sentence's rewrite says the same thing, and
+    ``tinymorph eval voice`` measured a cleaner direction from them. Pairs outside
+    ``VOICE_LENGTH_RATIO`` are left out unless that would leave fewer than
+    ``VOICE_MIN_PARAGRAPHS``; then the closest in length are kept."""
+    pairs = rewrite_pairs(engine, voice_units(paragraphs), progress, REWRITE_SENTENCE_PROMPT)
+    low, high = VOICE_LENGTH_RATIO
+    matched = [p for p in pairs if low <= len(p[1]) / len(p[0]) <= high]
+    if len(matched) >= VOICE_MIN_PARAGRAPHS:
+        return matched
+    return sorted(pairs, key=lambda p: abs(math.log(len(p[1]) / len(p[0]))))[:VOICE_MIN_PARAGRAPHS]

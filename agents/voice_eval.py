@@ -3,8 +3,8 @@
 The writer is a real one: the paragraphs of a blog post from the editing traces (seph-blog1, the
 text its author typed). Split four ways, each used once:
 
-1. *build*: the voice vector, each paragraph against the model's rewrite of it (the same
-   ``rewrite_pairs`` the REST build uses);
+1. *build*: the voice vector, each of the paragraphs' sentences against the model's rewrite of
+   it (the same ``voice_pairs`` the REST build uses);
 2. *writer*: held-out paragraphs, the positive class of the classifiers (and, rewritten by the
    model, the negative class of the content-matched one);
 3. *model*: unsteered continuations of other openings, the default probe's negative class;
@@ -148,7 +148,7 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
     """Build the vector, fit the probe, score the test continuations (see the module docstring)."""
     from inference.steering.calibration import calibrate, pair_concept
 
-    from .vector_jobs import rewrite_pairs
+    from .vector_jobs import rewrite_pairs, voice_pairs
     from .writing_eval import degeneracy
 
     def say(msg: str) -> None:
@@ -157,8 +157,8 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
 
     parts = split_corpus(text, cfg)
     engine = inference.engine()
-    say(f"rewriting {len(parts['build'])} paragraphs with the model")
-    pairs = rewrite_pairs(engine, parts["build"])
+    say(f"rewriting the sentences of {len(parts['build'])} paragraphs with the model")
+    pairs = voice_pairs(engine, parts["build"])
     info = inference.torch_engine().info
     layer = info.n_layers // 3
     say(f"building the voice vector from {len(pairs)} pairs at layer {layer}")
@@ -249,7 +249,7 @@ def _run(args: argparse.Namespace) -> int:
                           seed=args.seed)
     text = load_trace(cfg.trace)["endContent"]
     rows, facts = evaluate(inference, lambda texts: embedder.embed(list(texts))[0], text, cfg)
-    print(f"\nIn my voice: {facts['trace']}, vector from {facts['pairs']} (paragraph, model rewrite) pairs at "
+    print(f"\nIn my voice: {facts['trace']}, vector from {facts['pairs']} (sentence, model rewrite) pairs at "
           f"layer {facts['layer']}; probe: MiniLM + logistic regression, train accuracy "
           f"{facts['probe_train_accuracy']:.2f}; the writer's own held-out paragraphs score {facts['writer_test_p']:.2f}; "
           f"content-matched probe: train accuracy {facts['voice_probe_train_accuracy']:.2f}, the writer's "

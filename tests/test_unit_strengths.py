@@ -13,7 +13,7 @@ from agents.personas import SHIPPED, PersonaStore, normalize_steering
 from inference.exceptions import InvalidSteering
 from inference.steering import CAA_GUIDE, CAA_GUIDES, ModelInfo, SteeringSpec, StrengthGuide, guide_for, resolve
 from inference.steering.calibration import (CalibrationConfig, StrengthPoint, guide_from_points, pair_concept,
-                                            repeated_trigrams)
+                                            repeated_trigrams, repeats_more, trigram_rise)
 from inference.steering.strengths import stored_guide
 
 
@@ -92,7 +92,7 @@ def test_the_guide_is_the_largest_fluent_strength_whose_concept_rose():
     broke = guide_from_points([_point(0, 0, 0.0, rises=False),
                                StrengthPoint(0.05, 3.05, 0.05, 0.096, 0.1, False, True)])
     assert broke.default == 0.05 and "already broke the fluency budget" in broke.basis
-    assert "0.000 -> 0.096" in broke.basis
+    assert "0.000 -> 0.096" in broke.basis and "standard errors" in broke.basis
 
 
 def test_the_pair_concept_score_prefers_the_positive_side():
@@ -132,3 +132,20 @@ def test_the_panel_gets_a_built_vectors_own_guide(tmp_path):
     assert ui["psr:winter"]["default_strength"] == 0.8 and ui["psr:winter"]["kind"] == "psr"
     assert ui["caa:joyful"]["default_strength"] == CAA_GUIDES["joyful"].default
     assert "default_strength" not in ui["sae:x#1"]
+
+
+def test_a_trigram_rise_counts_when_it_is_larger_than_its_noise():
+    """Paired by opening and seed: a steady rise counts, one sample's loop among calm ones does
+    not (the fixed slack alone stopped ladders on that), and neither does a rise within the slack."""
+    cfg = CalibrationConfig()
+    base = [0.0, 0.05, 0.0, 0.1, 0.0, 0.02] * 4
+    steady = [b + 0.05 for b in base]
+    rise, se = trigram_rise(base, steady)
+    assert rise == pytest.approx(0.05) and se == pytest.approx(0.0, abs=1e-12)
+    assert repeats_more(base, steady, cfg)
+    one_loop = list(base)
+    one_loop[3] += 0.9  # one continuation fell into a loop: a mean rise of 0.0375, but noise
+    assert trigram_rise(base, one_loop)[0] > cfg.trigram_slack and not repeats_more(base, one_loop, cfg)
+    assert not repeats_more(base, [b + 0.01 for b in base], cfg)  # within the slack
+    with pytest.raises(ValueError):
+        trigram_rise(base, steady[:-1])

@@ -11,7 +11,7 @@ import pytest
 from gguf import GGUFReader
 
 from agents.exceptions import InvalidVectorRequest
-from agents.vector_jobs import MAX_PAIRS, MAX_TEXT_CHARS, VectorRequest
+from agents.vector_jobs import MAX_PAIRS, MAX_TEXT_CHARS, VectorRequest, voice_units
 from collab.testing import HubProcess
 
 PAIRS = [["What a glorious, sunlit morning; everything hums with delight!", "What a grey, heavy morning; nothing matters."],
@@ -46,6 +46,20 @@ def test_bad_requests_say_what_is_wrong(body, says):
 def test_a_good_request_is_cleaned():
     req = VectorRequest.from_json({"name": "cheer-up", "pairs": [[" happy ", "sad"]], "layers": [12, 8, 8]})
     assert req.pairs == [("happy", "sad")] and req.layers == [8, 12]
+
+
+def test_a_voice_is_rewritten_sentence_by_sentence_across_all_paragraphs():
+    """Sentences of 40+ characters (fragments left out; a paragraph without one goes whole), each
+    paragraph's first before any paragraph's second, so a cap keeps every paragraph."""
+    paragraphs = ['Rain again. The gutters talk all night, and I lie awake listening to them. "Stop," I say to '
+                  'them, and they do not stop for anyone.', "Short one, no full stop but long enough to count here",
+                  "Numbers first. 3 ships came in on Tuesday, and two of them carried nothing but salt and rope."]
+    assert voice_units(paragraphs) == [
+        "The gutters talk all night, and I lie awake listening to them.",
+        "Short one, no full stop but long enough to count here",
+        "3 ships came in on Tuesday, and two of them carried nothing but salt and rope.",
+        '"Stop," I say to them, and they do not stop for anyone.']
+    assert voice_units(paragraphs, limit=3) == voice_units(paragraphs)[:3]
 
 
 #: Strength calibration after a build, made small for the suite (the default ladder: calibration.py).
@@ -173,5 +187,7 @@ def test_in_my_voice_builds_from_the_writers_own_paragraphs(hub):
         assert time.monotonic() < deadline, now
         time.sleep(1)
     assert now["status"] == "ready", now
-    assert now["provenance"]["pairs"] == len(VOICE)  # Alice's four paragraphs, not Bob's
+    assert now["provenance"]["voice"]["paragraphs"] == len(VOICE)  # Alice's four paragraphs, not Bob's
+    # their sentences of 40+ characters (one in each), each against the model's rewrite of it
+    assert 3 <= now["provenance"]["pairs"] <= 4
     assert now["provenance"]["source"] == "voice:alice"

@@ -4,7 +4,10 @@ the largest strength whose fluency cost stays within budget while the concept sc
 
 * fluency: the continuation's NLL per token under the *unsteered* model, given its opening, at
   most ``max_delta_nll`` (0.5) nats above the unsteered continuations', and no rise in the share
-  of repeated word trigrams (beyond ``trigram_slack``: a dozen samples are noisy);
+  of repeated word trigrams: each continuation is set against the unsteered one of the same
+  opening and seed, and a rise counts when it is above ``trigram_slack`` and more than
+  ``trigram_z`` standard errors of those paired differences (a fixed slack alone stopped ladders
+  on sampling noise: a couple of dozen short continuations give a noisy share);
 * concept: a score the caller gives (for a vector from pairs: MiniLM closeness to the positive
   examples minus to the negative ones) above the unsteered continuations'.
 
@@ -31,7 +34,7 @@ from .spec import SteeringSpec
 from .strengths import StrengthGuide
 
 __all__ = ["CalibrationConfig", "StrengthPoint", "calibrate", "guide_from_points", "continuation_nll",
-           "repeated_trigrams", "pair_concept", "CALIBRATION_OPENINGS"]
+           "repeated_trigrams", "trigram_rise", "repeats_more", "pair_concept", "CALIBRATION_OPENINGS"]
 
 #: Neutral openings (no style, no strong topic) the ladder continues; a caller may give its own.
 CALIBRATION_OPENINGS = (
@@ -53,6 +56,23 @@ def repeated_trigrams(text: str) -> float:
     return sum(c - 1 for c in Counter(grams).values()) / len(grams) if grams else 0.0
 
 
+def trigram_rise(base: Sequence[float], steered: Sequence[float]) -> tuple[float, float]:
+    """The mean rise in repeated trigrams from ``base`` to ``steered`` (continuations of the same
+    openings with the same seeds, in the same order) and its standard error: paired, because
+    the same opening and seed make similar texts at a gentle strength, which a comparison of the
+    two means would count as noise."""
+    if len(base) != len(steered) or not base:
+        raise ValueError("trigram_rise compares the same continuations, steered and not")
+    d = np.subtract(steered, base, dtype=np.float64)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
+def repeats_more(base: Sequence[float], steered: Sequence[float], cfg: "CalibrationConfig") -> bool:
+    """Whether steering raised repeated trigrams: by more than the slack and than its noise."""
+    rise, se = trigram_rise(base, steered)
+    return rise > cfg.trigram_slack and rise > cfg.trigram_z * se
+
+
 def continuation_nll(engine: Any, opening: str, text: str) -> float | None:
     """Mean NLL per token of ``text`` after ``opening`` under the unsteered model (None: empty)."""
     if not text.strip():
@@ -67,11 +87,13 @@ def continuation_nll(engine: Any, opening: str, text: str) -> float | None:
 class CalibrationConfig:
     strengths: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6)
     openings: tuple[str, ...] = CALIBRATION_OPENINGS
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
     max_tokens: int = 48
     max_delta_nll: float = 0.5
-    #: "No rise in repeated trigrams", with room for sampling noise.
+    #: "No rise in repeated trigrams": a rise counts above this share ...
     trigram_slack: float = 0.02
+    #: ... and above this many standard errors of the paired rise (``trigram_rise``).
+    trigram_z: float = 2.0
 
     @classmethod
     def from_env(cls) -> "CalibrationConfig":
@@ -89,11 +111,13 @@ class StrengthPoint:
     fluent: bool
     rises: bool
     samples: tuple[str, ...] = field(default=(), repr=False)
+    #: Standard error of the rise in repeated trigrams over the unsteered point (``trigram_rise``).
+    trigram_se: float = 0.0
 
     def to_json(self) -> dict:
         return {"strength": self.strength, "delta_nll": round(self.delta_nll, 3),
-                "repeated_trigrams": round(self.repeated_trigrams, 3), "concept": round(self.concept, 4),
-                "fluent": self.fluent, "rises": self.rises}
+                "repeated_trigrams": round(self.repeated_trigrams, 3), "trigram_se": round(self.trigram_se, 3),
+                "concept": round(self.concept, 4), "fluent": self.fluent, "rises": self.rises}
 
 
 def pair_concept(embed: Callable[[list[str]], np.ndarray],
@@ -120,7 +144,7 @@ def calibrate(engine: Any, term: dict, concept: Callable[[list[str]], float],
     """Measure ``term`` (a steering term without ``strength``, e.g. ``{"source": "caa:mine"}``)
     up the strength ladder (module docstring). ``engine`` generates and scores (its unsteered
     NLL is the fluency measure); ``concept(texts)`` is the mean concept score of continuations."""
-    def measure(strength: float) -> tuple[float, float, float, list[str]]:
+    def measure(strength: float) -> tuple[float, list[float], float, list[str]]:
         steering = SteeringSpec.from_json([{**term, "strength": strength}] if strength else None)
         texts, nlls = [], []
         for opening in cfg.openings:
@@ -132,18 +156,20 @@ def calibrate(engine: Any, term: dict, concept: Callable[[list[str]], float],
                 texts.append(text)
                 nll = continuation_nll(engine, opening, text)
                 nlls.append(nll if nll is not None else 20.0)  # an empty continuation: no fluency at all
-        return (float(np.mean(nlls)), float(np.mean([repeated_trigrams(t) for t in texts])),
+        return (float(np.mean(nlls)), [repeated_trigrams(t) for t in texts],
                 float(concept([t or "." for t in texts])), texts)
 
     steps = len(cfg.strengths) + 1
-    nll0, rep0, concept0, texts0 = measure(0.0)
-    points = [StrengthPoint(0.0, nll0, 0.0, rep0, concept0, True, False, tuple(texts0))]
+    nll0, reps0, concept0, texts0 = measure(0.0)
+    points = [StrengthPoint(0.0, nll0, 0.0, float(np.mean(reps0)), concept0, True, False, tuple(texts0))]
     if progress is not None:
         progress(1 / steps)
     for i, s in enumerate(sorted(cfg.strengths)):
-        nll, rep, c, texts = measure(s)
-        fluent = nll - nll0 <= cfg.max_delta_nll and rep <= rep0 + cfg.trigram_slack
-        points.append(StrengthPoint(s, nll, nll - nll0, rep, c, fluent, c > concept0, tuple(texts)))
+        nll, reps, c, texts = measure(s)
+        _rise, se = trigram_rise(reps0, reps)
+        fluent = nll - nll0 <= cfg.max_delta_nll and not repeats_more(reps0, reps, cfg)
+        points.append(StrengthPoint(s, nll, nll - nll0, float(np.mean(reps)), c, fluent, c > concept0, tuple(texts),
+                                    se))
         if progress is not None:
             progress((i + 2) / steps)
         if not fluent:
@@ -154,15 +180,16 @@ def calibrate(engine: Any, term: dict, concept: Callable[[list[str]], float],
 def guide_from_points(points: Sequence[StrengthPoint], cfg: CalibrationConfig = CalibrationConfig()) -> StrengthGuide:
     """The largest fluent strength whose concept score rose; the range from the smallest such."""
     good = [p.strength for p in points if p.strength > 0 and p.fluent and p.rises]
-    budget = f"within {cfg.max_delta_nll:g} nats/token of the unsteered NLL and no rise in repeated trigrams"
+    budget = (f"within {cfg.max_delta_nll:g} nats/token of the unsteered NLL and no rise in repeated trigrams "
+              f"beyond {cfg.trigram_slack:g} and {cfg.trigram_z:g} standard errors")
     if not good:
         first = min((p for p in points if p.strength > 0), key=lambda p: p.strength)
         lowest = first.strength
         base = next((p for p in points if p.strength == 0), None)
         if not first.fluent and base is not None:  # say which limit: the writer can judge a noisy one
             why = (f"the smallest strength tried already broke the fluency budget (NLL {first.delta_nll:+.2f} "
-                   f"nats/token, repeated trigrams {base.repeated_trigrams:.3f} -> {first.repeated_trigrams:.3f}; "
-                   f"{budget}); the default is that strength")
+                   f"nats/token, repeated trigrams {base.repeated_trigrams:.3f} -> {first.repeated_trigrams:.3f}, "
+                   f"rise ± {first.trigram_se:.3f}; {budget}); the default is that strength")
         else:
             why = f"no strength raised the concept score {budget}; the smallest tried"
         return StrengthGuide(lowest, lowest, lowest, f"calibrated: {why}")
