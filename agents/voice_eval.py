@@ -141,6 +141,10 @@ class Row:
     #: fluent model prose may read broken text as "not the model", so as the writer's.
     p_writer_fluent: float = float("nan")
     p_voice_fluent: float = float("nan")
+    #: Each continuation's P(writer) by both probes, in the order of the openings and seeds
+    #: (the same in every row: a gain over unsteered is a paired difference, ``_paired``).
+    p_each: list[float] = field(default_factory=list, repr=False)
+    p_voice_each: list[float] = field(default_factory=list, repr=False)
 
 
 def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = VoiceEvalConfig(),
@@ -215,7 +219,8 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
         bad = np.asarray([bool(degeneracy(t, o)) for t, o in zip(texts, of)])
         fluent = ~bad if (~bad).any() else np.ones_like(bad)
         rows.append(Row(condition, strength, float(p.mean()), _se(p), float((p > 0.5).mean()), float(bad.mean()),
-                        texts[:3], float(pv.mean()), _se(pv), float(p[fluent].mean()), float(pv[fluent].mean())))
+                        texts[:3], float(pv.mean()), _se(pv), float(p[fluent].mean()), float(pv[fluent].mean()),
+                        p.round(4).tolist(), pv.round(4).tolist()))
     test = np.asarray(embed(parts["test"]))  # the writer's own test paragraphs
     human, human_voice = probe.prob(test).mean(), voice_probe.prob(test).mean()
     base = rows[0]
@@ -224,11 +229,21 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
     return rows, {"p_writer_gain_in_context": in_context.p_writer - base.p_writer, "samples_per_opening": cfg.samples,
                   "p_voice_gain_in_context": in_context.p_voice - base.p_voice,
                   "p_voice_gain_at_calibrated": at.p_voice - base.p_voice,
+                  "p_writer_gain_at_calibrated_se": _paired(base.p_each, at.p_each)[1],
+                  "p_voice_gain_at_calibrated_se": _paired(base.p_voice_each, at.p_voice_each)[1],
+                  "calibration_points": [p.to_json() for p in points],
                   "voice_probe_train_accuracy": voice_train_acc, "writer_test_p_voice": float(human_voice),
                   "probe_train_accuracy": train_acc, "writer_test_p": float(human), "pairs": len(pairs),
                   "layer": layer, "trace": cfg.trace, "calibrated_strength": guide.default,
                   "strength_basis": guide.basis, "p_writer_gain_at_calibrated": at.p_writer - base.p_writer, "n_test": len(openings),
                   **psr_facts}
+
+
+def _paired(base: list[float], steered: list[float]) -> tuple[float, float]:
+    """Mean difference and its standard error, continuation by continuation (same opening and
+    seed): tighter than comparing two means, since the opening moves both alike."""
+    d = np.subtract(steered, base)
+    return float(d.mean()), _se(d)
 
 
 def _se(p: np.ndarray) -> float:
@@ -262,9 +277,11 @@ def _run(args: argparse.Namespace) -> int:
               f"{r.p_voice_fluent:.3f}")
     # a difference, not a verdict: with a few openings a few hundredths is noise
     print(f"calibrated strength {facts['calibrated_strength']:g} ({facts['strength_basis']}): P(writer) "
-          f"{facts['p_writer_gain_at_calibrated']:+.3f} vs unsteered, over {facts['n_test']} openings x "
+          f"{facts['p_writer_gain_at_calibrated']:+.3f} ± {facts['p_writer_gain_at_calibrated_se']:.3f} (paired) vs "
+          f"unsteered, over {facts['n_test']} openings x "
           f"{facts['samples_per_opening']}; the writer's paragraphs in context: {facts['p_writer_gain_in_context']:+.3f}")
-    print(f"content-matched probe: calibrated {facts['p_voice_gain_at_calibrated']:+.3f}, in context "
+    print(f"content-matched probe: calibrated {facts['p_voice_gain_at_calibrated']:+.3f} ± "
+          f"{facts['p_voice_gain_at_calibrated_se']:.3f} (paired), in context "
           f"{facts['p_voice_gain_in_context']:+.3f} vs unsteered")
     for r in rows[1:]:
         if r.condition == "voice PSR":

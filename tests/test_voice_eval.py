@@ -43,3 +43,9 @@ def test_a_small_voice_eval_measures_the_vector_the_in_context_psr_and_the_promp
     assert facts["n_test"] == 3 and 0.5 < facts["probe_train_accuracy"] <= 1
     assert 0.5 < facts["voice_probe_train_accuracy"] <= 1
     assert facts["p_voice_gain_in_context"] == pytest.approx(rows[1].p_voice - rows[0].p_voice)
+    # the calibrated gain, paired continuation by continuation: the same mean, its own error
+    at = next(r for r in rows if r.condition == "calibrated")
+    assert all(len(r.p_each) == len(r.p_voice_each) == 6 for r in rows)
+    assert facts["p_voice_gain_at_calibrated"] == pytest.approx(at.p_voice - rows[0].p_voice)
+    assert facts["p_voice_gain_at_calibrated_se"] >= 0 and facts["p_writer_gain_at_calibrated_se"] >= 0
+    assert [p["strength"] for p in facts["calibration_points"]][:2] == [0.0, 0.05]
