@@ -302,4 +302,8 @@ def _voice_pairs(res: Resources, voice: dict[str, Any], progress: Any) -> tuple[
     if len(paragraphs) < VOICE_MIN_PARAGRAPHS:
         raise InvalidVectorRequest(f"voice: {len(paragraphs)} paragraphs written by {voice['author_id']} in these "
                                    f"documents; at least {VOICE_MIN_PARAGRAPHS} are needed")
-    return len(paragraphs), voice_pairs(res.engine(""), paragraphs, progress)
+    pairs = voice_pairs(res.engine(""), paragraphs, progress)
+    if not pairs:  # the model echoed every sentence back, or wrote nothing: no direction to learn
+        raise InvalidVectorRequest(f"voice: the model rewrote none of the {len(paragraphs)} paragraphs' sentences "
+                                   "differently; try other documents")
+    return len(paragraphs), pairs

@@ -191,3 +191,10 @@ def test_in_my_voice_builds_from_the_writers_own_paragraphs(hub):
     # their sentences of 40+ characters (one in each), each against the model's rewrite of it
     assert 3 <= now["provenance"]["pairs"] <= 4
     assert now["provenance"]["source"] == "voice:alice"
+    # A persona writes in that voice: steering by name, at the strength the build measured.
+    status, persona = hub.request("POST", "/api/agents", {"name": "Alice's voice", "steering": [{"source": "caa:mine"}]},
+                                  owner)
+    assert status == 201, persona
+    term = persona["steering"][0]
+    assert term["source"] == "caa:mine" and term["default_strength"] == now["default_strength"]
+    assert term["recommended"] == now["recommended"]
