@@ -44,7 +44,7 @@ import numpy as np
 from inference.steering.calibration import CalibrationConfig
 from inference.steering.psr import PSRConfig
 
-__all__ = ["VoiceEvalConfig", "LogisticProbe", "split_corpus", "evaluate", "register"]
+__all__ = ["VoiceEvalConfig", "LogisticProbe", "split_corpus", "evaluate", "plot", "register"]
 
 
 @dataclass(frozen=True)
@@ -251,6 +251,43 @@ def _se(p: np.ndarray) -> float:
     return float(p.std(ddof=1) / np.sqrt(len(p))) if len(p) > 1 else 0.0
 
 
+def plot(data: dict[str, Any], path: Path) -> Path:
+    """The rows as a picture (``--json F`` writes it beside F, as ``F.png``): P(writer) by both
+    probes with their standard errors, each beside where the probe puts the writer's own held-out
+    paragraphs, and how many continuations the writing judge finds degenerate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, facts = data["rows"], data["facts"]
+    x = np.arange(len(rows))
+    labels = [f"{r['condition']}\n{r['strength']:g}" for r in rows]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4), dpi=110, gridspec_kw={"width_ratios": [3, 1.4]})
+    for k, (key, name, writer) in enumerate((("p_writer", "default probe", "writer_test_p"),
+                                             ("p_voice", "content-matched probe", "writer_test_p_voice"))):
+        bars = ax.bar(x + (k - 0.5) * 0.38, [r[key] for r in rows], 0.38, yerr=[r[key + "_se"] for r in rows],
+                      capsize=2, label=name)
+        ax.axhline(facts[writer], color=bars.patches[0].get_facecolor(), ls=":", lw=1,
+                   label=f"the writer's own paragraphs ({name})")
+    ax.axhline(0.5, color="grey", lw=0.5)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("P(writer)")
+    ax.set_title(f"continuations of {facts['n_test']} unseen openings, by condition and strength", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    bx.bar(x, [100 * r["degenerate"] for r in rows], 0.6, color="grey")
+    bx.set_xticks(x, [label.replace("\n", " ") for label in labels], fontsize=6, rotation=40, ha="right")
+    bx.set_ylabel("degenerate or off topic (%)")
+    bx.set_title("the writing judge", fontsize=9)
+    fig.suptitle(f"tinymorph eval voice: {facts['trace']}, calibrated strength {facts['calibrated_strength']:g}",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def _run(args: argparse.Namespace) -> int:
     from collab.config import Settings
     from collab.testing import load_trace
@@ -288,7 +325,12 @@ def _run(args: argparse.Namespace) -> int:
             print(f"voice PSR at {r.strength:g}: P(writer) {r.p_writer - rows[0].p_writer:+.3f}, content-matched "
                   f"{r.p_voice - rows[0].p_voice:+.3f} vs unsteered")
     if args.json:
-        args.json.write_text(json.dumps({"facts": facts, "rows": [r.__dict__ for r in rows]}, indent=1))
+        data = {"facts": facts, "rows": [r.__dict__ for r in rows]}
+        args.json.write_text(json.dumps(data, indent=1))
+        try:
+            print(f"wrote {args.json} and {plot(data, args.json.with_suffix('.png'))}")
+        except ImportError:  # matplotlib is an optional extra: the JSON stands alone
+            print(f"wrote {args.json}")
     return 0
 
 
@@ -300,5 +342,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "voice", help="an 'in my voice' vector from a real writer's paragraphs: does it move outputs toward them?")
     v.add_argument("--strength", type=float, action="append", help="steering strengths to test (repeatable)")
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--json", type=Path, help="write the rows and example continuations here")
+    v.add_argument("--json", type=Path, help="write the rows and example continuations here (and a picture of them "
+                   "beside it, .png)")
     v.set_defaults(func=_run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.voice_eval import LogisticProbe, VoiceEvalConfig, opening_of, split_corpus
+from agents.voice_eval import LogisticProbe, VoiceEvalConfig, opening_of, plot, split_corpus
 
 
 def test_the_probe_separates_what_is_separable_and_not_what_is_not():
@@ -36,3 +36,14 @@ def test_the_corpus_splits_into_disjoint_parts_the_same_way_every_time():
 def test_an_opening_is_the_first_sentence_at_most_twelve_words():
     assert opening_of("Short one. Then more.") == "Short one"
     assert len(opening_of(" ".join(["word"] * 40) + ".").split()) == 12
+
+
+def test_the_rows_become_a_picture(tmp_path):
+    """``--json F`` writes F.png beside it: both probes per condition, the writer's own level, the judge."""
+    pytest.importorskip("matplotlib")
+    rows = [{"condition": c, "strength": s, "p_writer": p, "p_writer_se": 0.02, "p_voice": v, "p_voice_se": 0.02,
+             "degenerate": d} for c, s, p, v, d in (("unsteered", 0.0, 0.41, 0.46, 0.19),
+                                                     ("calibrated", 0.1, 0.42, 0.52, 0.19))]
+    facts = {"writer_test_p": 0.73, "writer_test_p_voice": 0.56, "n_test": 16, "trace": "t", "calibrated_strength": 0.1}
+    out = plot({"rows": rows, "facts": facts}, tmp_path / "voice.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
