@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
@@ -32,14 +33,29 @@ from inference import GenerationRequest, SamplingParams, SteeringSpec, Unsupport
 from inference_support import CHAT, inference
 
 FORMAL = [{"source": "caa:formal", "strength": 0.3}]
+#: A PSR vector (``psr_vector`` stores it): a coefficient per token from each row's own activation.
+PSR = [{"source": "psr:vllm-test", "strength": 0.5}]
 CONFIGS = [None, FORMAL, [{"source": "caa:formal", "strength": -0.3}],
            [{"source": "caa:joyful", "strength": 0.3, "scope": "generation"}],
            [{"source": "caa:concise", "strength": 0.3, "method": "orthogonal", "layer": 10}],
-           [{"source": "caa:joyful", "strength": 0.05, "layers": list(range(1, 30))}]]
+           [{"source": "caa:joyful", "strength": 0.05, "layers": list(range(1, 30))}],
+           PSR, [{**PSR[0], "scope": "generation"}, {"source": "caa:formal", "strength": 0.2}]]
 #: As in test_inference_engines: a token the reference scores more than this below its best was
 #: not what it would have written under that steering (steered text scored unsteered falls 3-15
 #: below; float32 vLLM and float32 torch part, if ever, at near-ties far under it).
 NEAR_TIE = 1.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def psr_vector():
+    """``psr:vllm-test``: a unit direction at layer 10 with a gate whose coefficient varies from
+    token to token (softplus(w . h/|h| + b) / mean, w of norm ~24), stored as training stores one."""
+    info = inference().torch_engine().info
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=info.d_model).astype(np.float32)
+    gate = {"w": rng.normal(size=info.d_model).tolist(), "b": 0.2, "mean": 1.3}
+    inference().library.put("vllm-test", info.key, {10: u / np.linalg.norm(u)}, "psr",
+                            {"method": "psr", "layers": [10], "strength_trained": 0.5, "gates": {"10": gate}})
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +109,39 @@ def test_two_orthogonal_terms_on_one_layer_are_refused(vllm_engine):
            {"source": "caa:joyful", "strength": 0.3, "method": "orthogonal", "layer": 10}]
     with pytest.raises(UnsupportedSteering):
         vllm_engine.generate(req(two))
+
+
+def test_psr_is_served_per_token_as_torch_serves_it(vllm_engine, torch_engine):
+    """Issue 16 req. 5: the gate's coefficient is computed per token in vLLM's hook, so vLLM
+    writes what the torch reference (per token too) would, and says no approximation."""
+    steered = vllm_engine.generate(req(PSR, 16))
+    assert steered.token_ids != vllm_engine.generate(req(None, 16)).token_ids  # it steers
+    assert worst_gap(torch_engine, steered.token_ids, PSR) < NEAR_TIE, steered.text
+    assert steered.steering_notes == []  # unlike llama.cpp's constant-coefficient note
+
+
+def test_token_logprobs_are_the_models_own(vllm_engine, torch_engine):
+    """Issue 16 req. 7 on vLLM: each sampled token's log-probability and the likeliest
+    alternatives, as the torch reference computes them from the same (steered) logits."""
+    from inference.engines._logprobs import logprobs_of
+
+    for steering in (None, FORMAL, PSR):
+        out = vllm_engine.generate(GenerationRequest(messages=CHAT, steering=SteeringSpec.from_json(steering),
+                                                     params=SamplingParams(max_tokens=8, logprobs=3)))
+        assert len(out.logprobs) == len(out.token_ids) == 8
+        logits = torch_engine.score(req(steering), out.token_ids)
+        for row, lp in zip(logits, out.logprobs):
+            ref = logprobs_of(row, lp.token_id, 3)
+            assert lp.logprob == pytest.approx(ref.logprob, abs=0.05), steering
+            assert len(lp.top) == 3 and [x for _, x in lp.top] == sorted((x for _, x in lp.top), reverse=True)
+            assert lp.top[0][1] == pytest.approx(ref.top[0][1], abs=0.05)
+
+
+def test_a_prompt_is_scored_as_the_reference_scores_it(vllm_engine, torch_engine):
+    request = GenerationRequest(prompt="The harbour was quiet that morning. Mara walked along the pier.")
+    ids, lps = vllm_engine.prompt_logprobs(request, top=2)
+    ref_ids, ref = torch_engine.prompt_logprobs(request, top=2)
+    assert ids == ref_ids and lps[0] is None and len(lps) == len(ids)
+    for got, want in zip(lps[1:], ref[1:]):
+        assert got.token_id == want.token_id and got.logprob == pytest.approx(want.logprob, abs=0.05)
+        assert len(got.top) == 2 and got.top[0][1] == pytest.approx(want.top[0][1], abs=0.05)

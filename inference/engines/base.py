@@ -189,6 +189,8 @@ class RunStats:
     cached_tokens: int = 0
     #: One per sampled token when ``params.logprobs`` is set (``_sampling.sample`` appends).
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    #: A backend that scores the prompt while it runs (vLLM's ``prompt_logprobs``): its own form.
+    prompt_logprobs: list[Any] = field(default_factory=list)
 
 
 class Engine(ABC):

@@ -18,7 +18,10 @@ vLLM's decoder layers return ``(hidden, residual)`` with the residual stream = h
 (no CUDA graphs / torch.compile): hooks must run on every step.
 
 Sampling is vLLM's own (min-p and the repetition penalty map onto it); DRY is not in vLLM's
-sampler and is left out here, and token log-probabilities are not served by this backend yet.
+sampler and is left out here. Token log-probabilities are vLLM's too, from the model's raw
+distribution (its default ``raw_logprobs``), as the other backends record them before penalties
+and truncation; a prompt's (``echo``, fluency) come from a one-token request with
+``prompt_logprobs``.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from .._modelfiles import model_key
 from ..config import default_data_dir
 from ..exceptions import BackendUnavailable, InvalidRequest, UnsupportedSteering
 from ..steering.spec import Method, ModelInfo, ResolvedSteering, Scope, gate_coefficients
+from ._logprobs import TokenLogprob
 from ._tokens import bytes_decoder, eos_candidates
-from .base import Backend, RunStats, SamplingParams
+from .base import Backend, GenerationRequest, RunStats, SamplingParams
 from .torch_engine import TorchEngine, convert_gguf
 
 __all__ = ["VLLMEngine"]
@@ -225,15 +229,18 @@ class VLLMEngine(TorchEngine):
     def residuals(self, *args, **kwargs):  # activations come from the torch engine
         raise BackendUnavailable("residual activations are exposed by the torch backend")
 
-    def prepare(self, request):
-        ids, params, steering = super().prepare(request)
-        if params.logprobs is not None:
-            raise InvalidRequest("the vllm backend does not return logprobs yet; use llama.cpp or torch",
-                                 param="logprobs")
-        return ids, params, steering
+    def prompt_logprobs(self, request: GenerationRequest, top: int = 0) -> tuple[list[int], list[TokenLogprob | None]]:
+        """As the base class says, from vLLM's ``prompt_logprobs`` (a one-token request, steered
+        as asked, so a steered prompt is scored under its steering)."""
+        ids, params, steering = self.prepare(request)
+        params = SamplingParams(**{**params.__dict__, "max_tokens": 1, "min_tokens": 0, "logprobs": None})
+        stats = RunStats()
+        for _ in self._run(ids, params, steering, stats, prompt_top=top):
+            pass
+        return ids, [None] + [_token_logprob(tok, lp, top) for tok, lp in zip(ids[1:], stats.prompt_logprobs[1:])]
 
-    def _prompt_logits(self, ids, steering):
-        raise InvalidRequest("the vllm backend does not score prompts yet; use llama.cpp or torch", param="echo")
+    def _prompt_logits(self, ids, steering):  # prompt_logprobs above answers without logits rows
+        raise InvalidRequest("the vllm backend scores prompts through prompt_logprobs", param="echo")
 
     def check_steering(self, steering: ResolvedSteering) -> None:
         seen, gated = set(), set()
@@ -278,12 +285,15 @@ class VLLMEngine(TorchEngine):
                 q = self._streams.get(out.request_id)
                 if q is None:
                     continue
-                q.put((list(out.outputs[0].token_ids), out.num_cached_tokens or 0))
+                q.put((list(out.outputs[0].token_ids), out.num_cached_tokens or 0, out.outputs[0].logprobs,
+                       out.prompt_logprobs))
                 if out.finished:
                     q.put(None)
 
     def _run(self, ids: list[int], params: SamplingParams, steering: ResolvedSteering,
-             stats: RunStats) -> Iterator[int]:
+             stats: RunStats, prompt_top: int | None = None) -> Iterator[int]:
+        """Generate in vLLM's engine thread; ``prompt_top`` (not None): also score the prompt,
+        into ``stats.prompt_logprobs`` (vLLM's per-position dicts, the first None)."""
         from vllm.sampling_params import RequestOutputKind
 
         terms = [{"layer": iv.layer, "direction": iv.direction.tolist(), "scale": float(iv.scale),
@@ -296,7 +306,8 @@ class VLLMEngine(TorchEngine):
             top_k=params.top_k, seed=params.seed, presence_penalty=params.presence_penalty,
             frequency_penalty=params.frequency_penalty, min_p=params.min_p,
             repetition_penalty=params.repetition_penalty, detokenize=False,
-            output_kind=RequestOutputKind.DELTA, extra_args={_KEY: terms} if terms else None)
+            output_kind=RequestOutputKind.DELTA, extra_args={_KEY: terms} if terms else None,
+            logprobs=params.logprobs, prompt_logprobs=prompt_top)
         prompt: dict[str, Any] = {"prompt_token_ids": list(ids)}
         salt = steering.fingerprint(Scope.ALL)
         if salt:
@@ -317,11 +328,24 @@ class VLLMEngine(TorchEngine):
                 if isinstance(item, Exception):
                     done = True
                     raise item
-                tokens, cached = item
+                tokens, cached, logprobs, prompt_logprobs = item
                 stats.cached_tokens = max(stats.cached_tokens, cached)
-                yield from tokens
+                if prompt_logprobs:
+                    stats.prompt_logprobs = list(prompt_logprobs)
+                for i, tok in enumerate(tokens):
+                    if params.logprobs is not None and logprobs:  # before the token: stream() reads it then
+                        stats.logprobs.append(_token_logprob(tok, logprobs[i], params.logprobs))
+                    yield tok
         finally:
             if not done:
                 self._commands.put(("abort", rid))
             self._streams.pop(rid, None)
 
+
+
+def _token_logprob(tok: int, entry: dict[int, Any], top: int) -> TokenLogprob:
+    """vLLM's ``{token_id: Logprob}`` for one position (the chosen token and the ``top`` likeliest)
+    as the engines' ``TokenLogprob``: the alternatives by likelihood, ``top`` of them."""
+    best = sorted(((t, float(lp.logprob)) for t, lp in entry.items() if lp.rank is not None and lp.rank <= top),
+                  key=lambda x: -x[1])
+    return TokenLogprob(tok, float(entry[tok].logprob), tuple(best[:top]))

@@ -181,9 +181,10 @@ def _calibrate(args) -> int:
 
         guide, points = calibrate_feature(inf, args.sae_id, feature, CalibrationConfig.from_env(), progress)
         print(file=sys.stderr)
-        _table([(p.strength, f"{p.delta_nll:+.3f}", f"{p.repeated_trigrams:.3f}", f"{p.concept:.3f}",
+        _table([(p.strength, f"{p.delta_nll:+.3f}", f"{p.repeated_trigrams:.3f}",
+                 f"± {p.trigram_se:.3f}" if p.strength else "", f"{p.concept:.3f}",
                  "yes" if p.fluent else "no", "yes" if p.rises else "no") for p in points],
-               ["strength", "dNLL", "rep. trigrams", "feature act.", "fluent", "rises"])
+               ["strength", "dNLL", "rep. trigrams", "rise's se", "feature act.", "fluent", "rises"])
         print(f"{args.sae_id}#{feature}: default {guide.default:g}, recommended {guide.low:g} to {guide.high:g} "
               f"({guide.basis})")
     return 0
