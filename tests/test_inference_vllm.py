@@ -4,7 +4,7 @@ Needs vllm: ``pip install 'tinymorph[vllm]'`` on a GPU machine, or on CPU vllm-c
 requires this venv's own torch (2.13.0+cpu) but brings ~90 more packages and pins some below this
 venv's versions (numpy), so it goes in a venv of its own layered over this one; PyPI's torchvision,
 torchaudio and torchcodec, which it pulls in, are CUDA builds that fail to load beside CPU torch,
-and a text model needs none of them. Passes so (4 tests, ~80 s on 2 cores)::
+and a text model needs none of them. Passes so (8 tests, about a minute on 2 cores)::
 
     python -m venv ../vllm-venv
     echo "import site; site.addsitedir('$PWD/.venv/lib/python3.11/site-packages')" \
@@ -145,3 +145,33 @@ def test_a_prompt_is_scored_as_the_reference_scores_it(vllm_engine, torch_engine
     for got, want in zip(lps[1:], ref[1:]):
         assert got.token_id == want.token_id and got.logprob == pytest.approx(want.logprob, abs=0.05)
         assert len(got.top) == 2 and got.top[0][1] == pytest.approx(want.top[0][1], abs=0.05)
+
+
+def test_v1_serves_vllm_logprobs_to_the_official_client(vllm_engine):
+    """The same through ``/v1`` and the ``openai`` client: chat ``logprobs``/``top_logprobs``, and
+    completions ``echo`` (the prompt scored, its first token's logprob null)."""
+    import openai
+
+    from inference_support import serving
+
+    prompt = "The harbour was quiet that morning. Mara walked along the pier,"
+    model = inference().base_name + "@vllm"
+    with serving(inference()) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+        r = client.chat.completions.create(model=model, messages=CHAT, max_tokens=8, temperature=0, logprobs=True,
+                                           top_logprobs=3)
+        content = r.choices[0].logprobs.content
+        assert content and "".join(t.token for t in content) == r.choices[0].message.content
+        for t in content:  # greedy: the chosen token heads its alternatives
+            assert len(t.top_logprobs) == 3 and t.top_logprobs[0].token == t.token and t.logprob <= 0
+        c = client.completions.create(model=model, prompt=prompt, max_tokens=4, temperature=0, logprobs=2, echo=True)
+        lp = c.choices[0].logprobs
+        assert c.choices[0].text.startswith(prompt) and "".join(lp.tokens) == c.choices[0].text
+        assert lp.token_logprobs[0] is None and all(x <= 0 for x in lp.token_logprobs[1:])
+        for token, value, top in zip(lp.tokens[1:], lp.token_logprobs[1:], lp.top_logprobs[1:]):
+            assert token in top and top[token] == pytest.approx(value) and 1 <= len(top) <= 3  # 2 + the chosen
+        # scoring the whole text (max_tokens 0) gives the generated tokens the logprobs they were sampled with
+        scored = client.completions.create(model=model, prompt=c.choices[0].text, max_tokens=0, logprobs=0,
+                                           echo=True).choices[0].logprobs
+        assert scored.tokens == lp.tokens
+        assert scored.token_logprobs[-3:] == pytest.approx(lp.token_logprobs[-3:], abs=0.05)
