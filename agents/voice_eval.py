@@ -298,7 +298,7 @@ def _run(args: argparse.Namespace) -> int:
     inference = Inference(InferenceConfig(data_dir=settings.data_dir, database_url=settings.database_url))
     embedder = Embedder()
     cfg = VoiceEvalConfig(strengths=tuple(args.strength) if args.strength else VoiceEvalConfig.strengths,
-                          seed=args.seed)
+                          seed=args.seed, samples=args.samples)
     text = load_trace(cfg.trace)["endContent"]
     rows, facts = evaluate(inference, lambda texts: embedder.embed(list(texts))[0], text, cfg)
     print(f"\nIn my voice: {facts['trace']}, vector from {facts['pairs']} (sentence, model rewrite) pairs at "
@@ -342,6 +342,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "voice", help="an 'in my voice' vector from a real writer's paragraphs: does it move outputs toward them?")
     v.add_argument("--strength", type=float, action="append", help="steering strengths to test (repeatable)")
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--samples", type=int, default=VoiceEvalConfig.samples,
+                   help="continuations per test opening (each its own seed)")
     v.add_argument("--json", type=Path, help="write the rows and example continuations here (and a picture of them "
                    "beside it, .png)")
     v.set_defaults(func=_run)
