@@ -142,10 +142,10 @@ def test_a_trigram_rise_counts_when_it_is_larger_than_its_noise():
     steady = [b + 0.05 for b in base]
     rise, se = trigram_rise(base, steady)
     assert rise == pytest.approx(0.05) and se == pytest.approx(0.0, abs=1e-12)
-    assert repeats_more(base, steady, cfg)
+    assert repeats_more(rise, se, cfg)
     one_loop = list(base)
     one_loop[3] += 0.9  # one continuation fell into a loop: a mean rise of 0.0375, but noise
-    assert trigram_rise(base, one_loop)[0] > cfg.trigram_slack and not repeats_more(base, one_loop, cfg)
-    assert not repeats_more(base, [b + 0.01 for b in base], cfg)  # within the slack
+    assert trigram_rise(base, one_loop)[0] > cfg.trigram_slack and not repeats_more(*trigram_rise(base, one_loop), cfg)
+    assert not repeats_more(*trigram_rise(base, [b + 0.01 for b in base]), cfg)  # within the slack
     with pytest.raises(ValueError):
         trigram_rise(base, steady[:-1])

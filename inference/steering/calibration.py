@@ -67,9 +67,8 @@ def trigram_rise(base: Sequence[float], steered: Sequence[float]) -> tuple[float
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
-def repeats_more(base: Sequence[float], steered: Sequence[float], cfg: "CalibrationConfig") -> bool:
-    """Whether steering raised repeated trigrams: by more than the slack and than its noise."""
-    rise, se = trigram_rise(base, steered)
+def repeats_more(rise: float, se: float, cfg: "CalibrationConfig") -> bool:
+    """Whether a rise in repeated trigrams (``trigram_rise``) counts: more than the slack and than its noise."""
     return rise > cfg.trigram_slack and rise > cfg.trigram_z * se
 
 
@@ -166,8 +165,8 @@ def calibrate(engine: Any, term: dict, concept: Callable[[list[str]], float],
         progress(1 / steps)
     for i, s in enumerate(sorted(cfg.strengths)):
         nll, reps, c, texts = measure(s)
-        _rise, se = trigram_rise(reps0, reps)
-        fluent = nll - nll0 <= cfg.max_delta_nll and not repeats_more(reps0, reps, cfg)
+        rise, se = trigram_rise(reps0, reps)
+        fluent = nll - nll0 <= cfg.max_delta_nll and not repeats_more(rise, se, cfg)
         points.append(StrengthPoint(s, nll, nll - nll0, float(np.mean(reps)), c, fluent, c > concept0, tuple(texts),
                                     se))
         if progress is not None:
