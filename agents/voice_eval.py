@@ -142,7 +142,7 @@ class Row:
     p_writer_fluent: float = float("nan")
     p_voice_fluent: float = float("nan")
     #: Each continuation's P(writer) by both probes, in the order of the openings and seeds
-    #: (the same in every row: a gain over unsteered is a paired difference, ``_paired``).
+    #: (the same in every row: a gain over unsteered is a paired difference, ``_paired_se``).
     p_each: list[float] = field(default_factory=list, repr=False)
     p_voice_each: list[float] = field(default_factory=list, repr=False)
 
@@ -229,8 +229,8 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
     return rows, {"p_writer_gain_in_context": in_context.p_writer - base.p_writer, "samples_per_opening": cfg.samples,
                   "p_voice_gain_in_context": in_context.p_voice - base.p_voice,
                   "p_voice_gain_at_calibrated": at.p_voice - base.p_voice,
-                  "p_writer_gain_at_calibrated_se": _paired(base.p_each, at.p_each)[1],
-                  "p_voice_gain_at_calibrated_se": _paired(base.p_voice_each, at.p_voice_each)[1],
+                  "p_writer_gain_at_calibrated_se": _paired_se(base.p_each, at.p_each),
+                  "p_voice_gain_at_calibrated_se": _paired_se(base.p_voice_each, at.p_voice_each),
                   "calibration_points": [p.to_json() for p in points],
                   "voice_probe_train_accuracy": voice_train_acc, "writer_test_p_voice": float(human_voice),
                   "probe_train_accuracy": train_acc, "writer_test_p": float(human), "pairs": len(pairs),
@@ -239,11 +239,10 @@ def evaluate(inference: Any, embed: Any, text: str, cfg: VoiceEvalConfig = Voice
                   **psr_facts}
 
 
-def _paired(base: list[float], steered: list[float]) -> tuple[float, float]:
-    """Mean difference and its standard error, continuation by continuation (same opening and
-    seed): tighter than comparing two means, since the opening moves both alike."""
-    d = np.subtract(steered, base)
-    return float(d.mean()), _se(d)
+def _paired_se(base: list[float], steered: list[float]) -> float:
+    """Standard error of the mean difference, continuation by continuation (same opening and
+    seed): tighter than comparing two means' errors, since the opening moves both alike."""
+    return _se(np.subtract(steered, base))
 
 
 def _se(p: np.ndarray) -> float:
@@ -334,6 +333,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _samples(text: str) -> int:
+    """``--samples``: 1 to 16 continuations per opening (each its own seed; 0 would leave nothing
+    to score, and the run grows linearly with it)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--samples: a whole number, not {text!r}") from None
+    if not 1 <= n <= 16:
+        raise argparse.ArgumentTypeError(f"--samples: 1 to 16 continuations per opening, not {n}")
+    return n
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """``tinymorph eval voice``."""
     from inference.evalcli import eval_subcommands
@@ -342,7 +353,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "voice", help="an 'in my voice' vector from a real writer's paragraphs: does it move outputs toward them?")
     v.add_argument("--strength", type=float, action="append", help="steering strengths to test (repeatable)")
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--samples", type=int, default=VoiceEvalConfig.samples,
+    v.add_argument("--samples", type=_samples, default=VoiceEvalConfig.samples,
                    help="continuations per test opening (each its own seed)")
     v.add_argument("--json", type=Path, help="write the rows and example continuations here (and a picture of them "
                    "beside it, .png)")

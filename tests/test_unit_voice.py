@@ -47,3 +47,18 @@ def test_the_rows_become_a_picture(tmp_path):
     facts = {"writer_test_p": 0.73, "writer_test_p_voice": 0.56, "n_test": 16, "trace": "t", "calibrated_strength": 0.1}
     out = plot({"rows": rows, "facts": facts}, tmp_path / "voice.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "17", "two", "1.5"])
+def test_eval_voice_refuses_a_bad_sample_count(bad, capsys):
+    """``--samples`` is checked before anything loads: a clear usage error, exit status 2."""
+    import argparse
+
+    from agents.voice_eval import register
+
+    parser = argparse.ArgumentParser(prog="tinymorph")
+    register(parser.add_subparsers())
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["eval", "voice", "--samples", bad])
+    assert exc.value.code == 2 and "--samples" in capsys.readouterr().err
+    assert parser.parse_args(["eval", "voice", "--samples", "4"]).samples == 4

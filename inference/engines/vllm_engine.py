@@ -342,7 +342,6 @@ class VLLMEngine(TorchEngine):
             self._streams.pop(rid, None)
 
 
-
 def _token_logprob(tok: int, entry: dict[int, Any], top: int) -> TokenLogprob:
     """vLLM's ``{token_id: Logprob}`` for one position (the chosen token and the ``top`` likeliest)
     as the engines' ``TokenLogprob``: the alternatives by likelihood, ``top`` of them."""
