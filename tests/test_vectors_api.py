@@ -198,3 +198,33 @@ def test_in_my_voice_builds_from_the_writers_own_paragraphs(hub):
     term = persona["steering"][0]
     assert term["source"] == "caa:mine" and term["default_strength"] == now["default_strength"]
     assert term["recommended"] == now["recommended"]
+
+
+@pytest.mark.model
+def test_a_voice_from_too_little_writing_fails_with_its_reason(hub):
+    """Two paragraphs are too few to tell a voice from: the job ends "failed" saying so, and
+    builds nothing (the vector list is as it was)."""
+    import asyncio
+
+    from collab.client import HubClient
+
+    doc_id, owner = hub.create_doc("thin voice", token=hub.user_token)
+
+    async def write() -> None:
+        async with HubClient(hub.ws_url, doc_id, token=owner) as alice:
+            await alice.synced()
+            alice.text.insert(0, "\n\n".join(VOICE[:2]))
+            await alice.flush()
+
+    asyncio.run(write())
+    before = {v["name"] for v in hub.request("GET", "/api/vectors", None, owner)[1]["vectors"]}
+    status, body = hub.request("POST", "/api/vectors", {"name": "thin", "voice": {"doc_ids": [doc_id]}}, owner)
+    assert status == 202, body
+    deadline = time.monotonic() + 120
+    while (now := hub.request("GET", "/api/vectors/thin", None, owner)[1])["status"] == "building":
+        assert time.monotonic() < deadline, now
+        time.sleep(0.5)
+    assert now["status"] == "failed" and "2 paragraphs written by alice" in now["error"], now
+    assert "at least 3 are needed" in now["error"] and now["models"] == []
+    after = {v["name"] for v in hub.request("GET", "/api/vectors", None, owner)[1]["vectors"]}
+    assert after - before <= {"thin"} and before <= after
