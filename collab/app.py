@@ -12,8 +12,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from .api import bearer, error_response
 from .api import routes as api_routes
@@ -28,7 +30,7 @@ from .metrics import CONTENT_TYPE_LATEST
 from .review import routes as review_routes
 from .sockets import websocket_endpoint
 
-__all__ = ["create_app"]
+__all__ = ["HubApplication", "create_app"]
 
 log = logging.getLogger("tinymorph.app")
 
@@ -60,6 +62,35 @@ async def _metrics(request: Request) -> Response:
 async def _spa_index(request: Request) -> FileResponse:
     """Document pages (/d/{id}) are routed in the browser: serve the app shell, never cached."""
     return FileResponse(FRONTEND_DIST / "index.html", headers={"cache-control": "no-cache"})
+
+
+class HubApplication(Starlette):
+    """The Starlette app, except that the hub's own websocket route (``/ws/{doc_id}``) is served
+    first-hand: matched by its own route object, checked by open mode's guard, and handed to
+    the endpoint without the middleware stack and router in between.
+
+    Why: a socket's task resumes through every coroutine between uvicorn and the endpoint each
+    time it waits (the accept, every queued frame), and for a websocket those layers do nothing
+    the hub needs (Starlette's error and exception middleware only act on HTTP responses). In a
+    burst of joins they were most of Starlette's share of the hub's CPU. Every other request,
+    websockets of extensions included, takes the ordinary way, middleware and all."""
+
+    def __init__(self, *, socket_route: WebSocketRoute, guard: OpenModeGuard | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.socket_route = socket_route
+        #: Open mode's Host/Origin check, the same one the middleware stack runs for the rest.
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            match, child_scope = self.socket_route.matches(scope)
+            if match is Match.FULL:
+                scope["app"] = self
+                if self.guard is None or await self.guard.admit(scope, send):
+                    scope.update(child_scope)
+                    await websocket_endpoint(WebSocket(scope, receive, send))
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, hub: Hub | None = None,
@@ -100,8 +131,9 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None,
     for ext in extensions:
         if routes := hook(ext, "routes"):
             extension_routes.extend(routes(context))
+    socket_route = WebSocketRoute("/ws/{doc_id:str}", websocket_endpoint)
     routes = [
-        WebSocketRoute("/ws/{doc_id:str}", websocket_endpoint),
+        socket_route,
         Route("/healthz", _health),
         Route("/metrics", _metrics),
         *api_routes,
@@ -115,12 +147,14 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None,
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(exc)  # type: ignore[arg-type]
 
-    middleware = []
+    middleware, guard = [], None
     if settings.auth_mode is AuthMode.OPEN:
-        middleware.append(Middleware(OpenModeGuard, port=settings.port, bind_host=settings.host,
-                                     allowed_origins=settings.allowed_origins, allowed_hosts=settings.allowed_hosts))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
-                    exception_handlers={TinymorphError: on_error})
+        names = dict(port=settings.port, bind_host=settings.host,
+                     allowed_origins=settings.allowed_origins, allowed_hosts=settings.allowed_hosts)
+        middleware.append(Middleware(OpenModeGuard, **names))
+        guard = OpenModeGuard(None, **names)  # type: ignore[arg-type] - asked directly, wraps nothing
+    app = HubApplication(socket_route=socket_route, guard=guard, routes=routes, lifespan=lifespan,
+                         middleware=middleware, exception_handlers={TinymorphError: on_error})
     app.state = context.state  # extensions share objects here (state.inference, state.agents)
     app.state.hub = hub
     app.state.settings = settings

@@ -45,16 +45,21 @@ class OpenModeGuard:
         return f"origin {origin!r} is another site"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
+        if scope["type"] not in ("http", "websocket") or await self.admit(scope, send):
+            await self.app(scope, receive, send)
+
+    async def admit(self, scope: Scope, send: Send) -> bool:
+        """Whether the request may pass; if not, it has been answered (403, or a refused
+        handshake). The hub's websocket route asks this itself (see ``app.HubApplication``)."""
         why = self.allowed(scope)
         if why is None:
-            return await self.app(scope, receive, send)
+            return True
         log.warning("refused %s %s: %s (open mode)", scope["type"], scope.get("path"), why)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 4403, "reason": "forbidden"})
-            return
+            return False
         body = b'{"error": {"type": "PermissionDenied", "message": "' + why.replace('"', "'").encode() + b'"}}'
         await send({"type": "http.response.start", "status": 403,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+        return False

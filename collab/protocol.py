@@ -107,6 +107,11 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # browsers' JSON.parse fails on NaN and Infinity
 
 
+#: One decoder for every presence message: ``json.loads`` with an option builds a new one per
+#: call. States are read as UTF-8 text, as yjs writes and reads them.
+_STATE_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def decode_awareness(update: bytes, max_depth: int = 64) -> list[tuple[int, int, dict | None]]:
     """Validate an awareness update: ``[(client_id, clock, state or None)]``.
 
@@ -121,7 +126,7 @@ def decode_awareness(update: bytes, max_depth: int = 64) -> list[tuple[int, int,
         raw = r.var_bytes()
         check_json(raw, max_depth)
         try:
-            state = json.loads(raw, parse_constant=_no_constant) if raw else None
+            state = _STATE_DECODER.decode(raw.decode("utf-8")) if raw else None
         except (UnicodeDecodeError, ValueError) as exc:
             raise ProtocolError(f"awareness state of client {client_id} is not JSON") from exc
         if state is not None and not isinstance(state, dict):

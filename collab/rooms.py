@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -740,9 +741,16 @@ class Room:
 
 
 class Opener:
-    """Opens documents for rooms in batches. Joins that arrive while a batch is at the database
-    wait for the next one (the journal's group commit, for loads): a burst of joins costs a few
-    statements and one thread hop per batch instead of per join, which was most of a join's CPU."""
+    """Opens documents for rooms in batches, on a thread of its own. Joins that arrive while a
+    batch is at the database wait for the next one (the journal's group commit, for loads): a
+    burst of joins costs a few statements and one thread hop per batch instead of per join.
+
+    Why not a task and ``asyncio.to_thread``: in a burst of joins every event-loop turn handles
+    hundreds of handshakes, and each hop between a task, a thread's future and a shielded
+    future waits a whole turn. The thread hands a batch back with one ``call_soon_threadsafe``
+    that answers each joiner's own future, so a join waits two turns after its batch is read,
+    not eight. Each :meth:`open` gets a future of its own: a joiner that gives up cancels only
+    that, never the others' load."""
 
     #: Documents per batch: bounds one transaction's statements and parameters.
     MAX_BATCH = 256
@@ -750,34 +758,61 @@ class Opener:
     def __init__(self, store: Store, create: bool) -> None:
         self.store = store
         self.create = create
-        self._waiting: dict[str, asyncio.Future[LoadedDocument | None]] = {}
-        self._task: asyncio.Task | None = None
+        #: doc id -> the futures of the joins waiting for it: not yet at the database, and at it.
+        self._waiting: dict[str, list[asyncio.Future[LoadedDocument | None]]] = {}
+        self._loading: dict[str, list[asyncio.Future[LoadedDocument | None]]] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
-    async def open(self, doc_id: str) -> LoadedDocument | None:
-        fut = self._waiting.get(doc_id)
-        if fut is None:
-            fut = self._waiting[doc_id] = asyncio.get_running_loop().create_future()
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._run())
-        return await asyncio.shield(fut)  # a joiner that gives up does not cancel the others' load
+    def open(self, doc_id: str) -> asyncio.Future[LoadedDocument | None]:
+        """A future of ``doc_id``'s committed state (None: no such document), from the batch at
+        the database if it holds this document, else from the next one (sent at once if none is
+        in flight). A failed load sets that document's exception."""
+        fut = asyncio.get_running_loop().create_future()
+        if doc_id in self._loading:
+            self._loading[doc_id].append(fut)
+        else:
+            self._waiting.setdefault(doc_id, []).append(fut)
+            if not self._loading:
+                self._send()
+        return fut
 
-    async def _run(self) -> None:
-        while self._waiting:
-            batch = dict(itertools.islice(self._waiting.items(), self.MAX_BATCH))
-            for doc_id in batch:
-                del self._waiting[doc_id]
-            try:
-                found = await asyncio.to_thread(self.store.open_many, list(batch), create=self.create)
-            except Exception as exc:  # noqa: BLE001 - e.g. the database is down: each join fails with it
-                found = dict.fromkeys(batch, exc)
-            for doc_id, fut in batch.items():
-                result = found.get(doc_id)
+    def _send(self) -> None:
+        """The next batch to the database thread."""
+        batch = list(itertools.islice(self._waiting, self.MAX_BATCH))
+        for doc_id in batch:
+            self._loading[doc_id] = self._waiting.pop(doc_id)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="room-loader")
+        self._pool.submit(self._load, asyncio.get_running_loop(), batch)
+
+    def _load(self, loop: asyncio.AbstractEventLoop, batch: list[str]) -> None:
+        """On the loader thread: read the batch, hand it to the loop."""
+        try:
+            found = self.store.open_many(batch, create=self.create)
+        except Exception as exc:  # noqa: BLE001 - e.g. the database is down: each join fails with it
+            found = dict.fromkeys(batch, exc)
+        try:
+            loop.call_soon_threadsafe(self._loaded, found)
+        except RuntimeError:
+            pass  # the loop has closed (shutdown): nobody waits any more
+
+    def _loaded(self, found: dict[str, LoadedDocument | None | Exception]) -> None:
+        loading, self._loading = self._loading, {}
+        if self._waiting:
+            self._send()  # the database reads the next batch while this one's joins go on
+        for doc_id, futures in loading.items():
+            result = found.get(doc_id)
+            for fut in futures:
                 if fut.done():
-                    continue
+                    continue  # its joiner gave up
                 if isinstance(result, Exception):
                     fut.set_exception(result)
                 else:
                     fut.set_result(result)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Rooms:
@@ -792,7 +827,6 @@ class Rooms:
         self.bus = bus
         self.settings = settings
         self._rooms: dict[str, Room] = {}
-        self._loading: dict[str, asyncio.Future[Room]] = {}
         self._opener = Opener(store, settings.auto_create)
         self._background: set[asyncio.Task] = set()
 
@@ -806,26 +840,25 @@ class Rooms:
         return list(self._rooms.values())
 
     async def acquire(self, doc_id: str) -> Room:
-        """The room for ``doc_id``, loading it if needed; concurrent first joins share one load."""
+        """The room for ``doc_id``, loading it if needed; concurrent first joins share one load
+        (the opener's), and whichever of them resumes first makes the room."""
         room = self._rooms.get(doc_id)
         if room is None:
-            fut = self._loading.get(doc_id)
-            if fut is None:
-                fut = asyncio.ensure_future(self._load(doc_id))
-                self._loading[doc_id] = fut
-                fut.add_done_callback(lambda _f: self._loading.pop(doc_id, None))
-            room = await asyncio.shield(fut)
+            # With a cluster: the stream's position first, then the database (see
+            # Cluster.position). Read per join, not per batch: one Redis pipeline per batch
+            # measured slower (issue 17).
+            position = await self.cluster.position(doc_id) if self.cluster is not None else None
+            loaded = await self._opener.open(doc_id)
+            room = self._rooms.get(doc_id)  # another join's load made it meanwhile
+            if room is None:
+                if loaded is None:
+                    raise UnknownDocument(f"unknown document {doc_id!r}")
+                room = self._open(doc_id, loaded, position)
         room.refs += 1
         room.cancel_eviction()
         return room
 
-    async def _load(self, doc_id: str) -> Room:
-        # With a cluster: the stream's position first, then the database (see Cluster.position).
-        # Read per join, not per batch: one Redis pipeline per batch measured slower (issue 17).
-        position = await self.cluster.position(doc_id) if self.cluster is not None else None
-        loaded = await self._opener.open(doc_id)
-        if loaded is None:
-            raise UnknownDocument(f"unknown document {doc_id!r}")
+    def _open(self, doc_id: str, loaded: LoadedDocument, position: Any) -> Room:
         room = Room(doc_id, loaded, self)
         self._rooms[doc_id] = room
         if self.cluster is not None:
@@ -885,6 +918,7 @@ class Rooms:
                 await self._snapshot(room)
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)
+        self._opener.close()
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)

@@ -274,3 +274,46 @@ def test_room_opener_batches_a_burst_of_joins(store, monkeypatch):
     assert sorted(d for b in batches for d in b) == sorted([*(f"join-{i}" for i in range(50)), broken])
     assert len(batches) <= 3, [len(b) for b in batches]
     assert all(store.get_document(f"join-{i}") is not None for i in range(50))
+
+
+def test_room_opener_answers_each_join_alone(store, monkeypatch):
+    """A join that gives up cancels only its own wait: another join of the same document, and
+    the batch it shares, still get it. A join that arrives while its document is at the database
+    shares that read instead of making a second, and the first batch leaves at once (it does
+    not wait for a loop turn to fill)."""
+    import asyncio
+    import threading
+
+    from collab.rooms import Opener
+
+    reads: list[list[str]] = []
+    at_database, release = threading.Event(), threading.Event()
+    open_many = store.open_many
+
+    def slow(doc_ids, **kwargs):
+        reads.append(list(doc_ids))
+        at_database.set()
+        release.wait(10)
+        return open_many(doc_ids, **kwargs)
+
+    monkeypatch.setattr(store, "open_many", slow)
+
+    async def joins():
+        opener = Opener(store, create=True)
+        try:
+            first = opener.open("shared")
+            await asyncio.to_thread(at_database.wait, 10)  # the first batch left with one join
+            assert reads == [["shared"]]
+            second, other = opener.open("shared"), opener.open("other")
+            quitter = asyncio.ensure_future(asyncio.wait_for(first, 0.05))
+            with pytest.raises(asyncio.TimeoutError):
+                await quitter
+            release.set()
+            return await asyncio.wait_for(asyncio.gather(second, other), 10), first.cancelled()
+        finally:
+            opener.close()
+
+    (shared, other), first_cancelled = asyncio.run(joins())
+    assert first_cancelled  # the join that gave up
+    assert shared == LoadedDocument(None, 0, 0) and other == LoadedDocument(None, 0, 0)
+    assert reads == [["shared"], ["other"]]  # "shared" read once, for both of its joins
