@@ -222,7 +222,9 @@ def test_feature_calibration_is_the_one_guide(tiny):
     cfg = CalibrationConfig(strengths=(0.1, 0.4), openings=CALIBRATION_OPENINGS[:2], seeds=(0,), max_tokens=16)
     guide, points = calibrate_feature(inf, SAE_ID, feature, cfg)
     assert [p.strength for p in points][:2] == [0.0, 0.1] and guide.basis.startswith("calibrated")
-    assert points[1].concept != points[0].concept  # the feature's activation was read, steered and not
+    # the feature's activation was read, and steering raised it: at some rung, not always the
+    # first (a feature whose encoder bias is negative reads 0 until the push is large enough)
+    assert max(p.concept for p in points[1:]) > points[0].concept, [(p.strength, p.concept) for p in points]
     assert inf.saes.feature_guide(SAE_ID, feature, model) == guide
 
     hit = [h for h in c.get("/api/sae/features", params={"q": "ships at sea", "sae": SAE_ID, "limit": 100}).json()[
