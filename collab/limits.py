@@ -26,7 +26,7 @@ import pycrdt
 from .exceptions import LimitExceeded, ProtocolError, UpdateGap
 from .lib0 import Reader
 
-__all__ = ["UpdateLimits", "UpdateShape", "check_update", "clocks_after", "check_json", "to_py_within"]
+__all__ = ["UpdateLimits", "UpdateShape", "check_update", "clocks_after", "check_json", "refuse_constant", "to_py_within"]
 
 GC, DELETED, JSON, BINARY, STRING, EMBED, FORMAT, TYPE, ANY, DOC, SKIP = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 MAX_CLOCK = (1 << 32) - 1  # yrs' clocks are u32
@@ -252,7 +252,8 @@ def _check_any(r: Reader, limits: UpdateLimits) -> None:
 _JSON_STRUCTURE = re.compile(rb'[\[\]{}"\\]')
 
 
-def _no_constant(name: str) -> Any:
+def refuse_constant(name: str) -> Any:
+    """``parse_constant`` for JSON a browser must read: its ``JSON.parse`` fails on NaN and Infinity."""
     raise ValueError(f"{name} is not JSON")
 
 
@@ -264,7 +265,7 @@ def _content_json(raw: bytes, limits: UpdateLimits, undefined_ok: bool = False) 
     if undefined_ok and raw == b"undefined":
         return
     try:
-        json.loads(raw, parse_constant=_no_constant)
+        json.loads(raw, parse_constant=refuse_constant)
     except ValueError as exc:  # UnicodeDecodeError included
         raise ProtocolError(f"update content is not JSON a browser can parse: {exc}") from None
 

@@ -20,7 +20,7 @@ from enum import IntEnum
 
 from .exceptions import ProtocolError
 from .lib0 import Reader, Writer, write_var_uint
-from .limits import check_json
+from .limits import check_json, refuse_constant
 
 __all__ = [
     "MessageType",
@@ -103,13 +103,9 @@ def encode_awareness(entries: list[tuple[int, int, dict | None]]) -> bytes:
     return w.to_bytes()
 
 
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")  # browsers' JSON.parse fails on NaN and Infinity
-
-
 #: One decoder for every presence message: ``json.loads`` with an option builds a new one per
 #: call. States are read as UTF-8 text, as yjs writes and reads them.
-_STATE_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_STATE_DECODER = json.JSONDecoder(parse_constant=refuse_constant)
 
 
 def decode_awareness(update: bytes, max_depth: int = 64) -> list[tuple[int, int, dict | None]]:

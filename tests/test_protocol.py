@@ -148,7 +148,18 @@ def test_malformed_frames_raise(frame):
         decode_message(frame)
 
 
-@pytest.mark.parametrize("payload", [b"\x01\x05\x00\x03{x}", b"\x01\x05\x00\x03[1]", b"\x02\x01"])
+def _state(raw: bytes) -> bytes:
+    """An awareness update of one client (id 5, clock 0) whose state is ``raw``."""
+    return bytes((1, 5, 0, len(raw))) + raw
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x01\x05\x00\x03{x}", b"\x01\x05\x00\x03[1]", b"\x02\x01",
+    _state(b'{"x": NaN}'),                        # browsers' JSON.parse refuses NaN
+    _state(b'{"x": "\xff"}'),                     # not UTF-8
+    _state('{"x": 1}'.encode("utf-16-le")),       # JSON, but not the UTF-8 yjs reads
+    _state(b"\xef\xbb\xbf{}"),                    # a byte-order mark before the object
+])
 def test_malformed_awareness_raises(payload):
     with pytest.raises(ProtocolError):
         decode_awareness(payload)
